@@ -1,0 +1,69 @@
+# Front door: `make demo`, `make test`, `make serve`. `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RECALL_HOME ?= $(CURDIR)/var
+
+.PHONY: help venv demo test test-unit test-integration serve lint proto proto-check lock \
+        redis-install redis-up redis-down bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
+	@echo "creating $(VENV) from requirements.lock (first time: a few minutes, ~2 GB)…"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(PY) -m uv pip sync -q --python $(PY) requirements.lock
+	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)  ## create/refresh the virtual environment from the lock file
+
+redis-install:  ## install Debian's redis-server if missing (apt-get)
+	@scripts/ensure_redis.sh
+
+redis-up: $(STAMP) redis-install  ## start the project-local Redis (127.0.0.1:6390, data in var/redis)
+	$(VENV)/bin/recall redis start
+
+redis-down: $(STAMP)  ## stop the project-local Redis
+	$(VENV)/bin/recall redis stop
+
+demo: $(STAMP) redis-install  ## ML-100K end to end: fetch → Airflow pipeline → Redis + gRPC server → queries
+	$(VENV)/bin/recall demo
+
+serve: $(STAMP) redis-up  ## serve the latest published index (RECALL_PORT=50051, RECALL_ADMIN_PORT=50052)
+	$(VENV)/bin/recall serve
+
+test: $(STAMP) redis-install  ## unit + integration tests (real Redis, gRPC server, Airflow)
+	$(PY) -m pytest -q tests
+
+test-unit: $(STAMP)  ## fast tests of pure logic only
+	$(PY) -m pytest -q tests/unit
+
+test-integration: $(STAMP) redis-install  ## integration tests only
+	$(PY) -m pytest -q tests/integration
+
+lint: $(STAMP) proto-check  ## ruff + mypy + generated-code drift check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy training serving pipelines artifacts recall_cli
+
+proto: $(STAMP)  ## regenerate serving/api from protos/
+	PYTHON=$(PY) scripts/gen_proto.sh
+
+proto-check: $(STAMP)  ## fail if serving/api differs from what protos/ generates
+	@tmp=$$(mktemp -d) && PYTHON=$(PY) scripts/gen_proto.sh $$tmp && \
+	  diff -r -x __pycache__ $$tmp/recall serving/api/recall && rm -rf $$tmp && echo "generated code is up to date"
+
+lock:  ## recompile requirements.lock from requirements.in (needs uv)
+	$(PY) -m uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header requirements.in -o requirements.lock
+
+bench: $(STAMP) redis-install  ## benchmarks (see bench/README.md)
+	$(PY) -m bench.run
+
+clean:  ## remove local state (var/) — artifacts, Redis data, Airflow DB
+	rm -rf var

@@ -1,0 +1,92 @@
+"""Recall DAGs.
+
+- ``recall_train_and_index`` (daily): train the towers → load the new user vectors into
+  Redis → build, gate and publish the IVF-PQ index. Vectors load *before* the index is
+  published, so a server that hot-swaps to the new index finds its model's vectors.
+- ``recall_rebuild_index`` (nightly): rebuild the index from the LATEST model (vectors are
+  re-loaded first, idempotently).
+
+Params (set per run with ``conf``; defaults from ``RECALL_*`` env at parse time):
+``data_dir``, ``artifact_root``, ``redis_url``, ``epochs``, ``min_recall``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+_DEFAULTS: dict[str, Any] = {
+    "data_dir": Param(os.environ.get("RECALL_DATA_DIR", "var/data/ml-100k"), type="string"),
+    "artifact_root": Param(os.environ.get("RECALL_ARTIFACT_ROOT", "var/artifacts"), type="string"),
+    "redis_url": Param(os.environ.get("RECALL_REDIS_URL", "redis://127.0.0.1:6390/0"), type="string"),
+    "epochs": Param(int(os.environ.get("RECALL_EPOCHS", "20")), type="integer", minimum=1),
+    "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.8")), type="number"),
+}
+_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@task
+def train(params: dict[str, Any] | None = None) -> str:
+    from training import tasks
+
+    assert params is not None
+    return tasks.train(params["data_dir"], params["artifact_root"], {"epochs": params["epochs"]})
+
+
+@task
+def latest_model(params: dict[str, Any] | None = None) -> str:
+    from artifacts.store import ArtifactStore
+
+    assert params is not None
+    store = ArtifactStore(params["artifact_root"])
+    return store.uri("models", store.latest("models"))
+
+
+@task
+def load_user_vectors(model_uri: str, params: dict[str, Any] | None = None) -> str:
+    from serving import tasks
+
+    assert params is not None
+    tasks.load_vectors(model_uri, params["redis_url"])
+    return model_uri
+
+
+@task
+def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
+    from serving import tasks
+
+    assert params is not None
+    return tasks.build_index(model_uri, min_recall=params["min_recall"])
+
+
+@dag(
+    dag_id="recall_train_and_index",
+    schedule="@daily",
+    start_date=_START,
+    catchup=False,
+    max_active_runs=1,
+    params=_DEFAULTS,
+    tags=["recall"],
+)
+def recall_train_and_index() -> None:
+    build_index(load_user_vectors(train()))
+
+
+@dag(
+    dag_id="recall_rebuild_index",
+    schedule="0 2 * * *",
+    start_date=_START,
+    catchup=False,
+    max_active_runs=1,
+    params=_DEFAULTS,
+    tags=["recall"],
+)
+def recall_rebuild_index() -> None:
+    build_index(load_user_vectors(latest_model()))
+
+
+recall_train_and_index()
+recall_rebuild_index()

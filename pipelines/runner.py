@@ -1,0 +1,125 @@
+"""Run a recall DAG through Airflow itself (``DAG.test()``) on a local SQLite metadata DB.
+
+This is what `recall pipeline run` does: Airflow parses ``pipelines/dags``, creates a DAG
+run, schedules each task by its dependencies and runs it in-process, passing artifact URIs
+between tasks by XCom. Airflow's own log goes to a file; the caller gets a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    task_id: str
+    state: str
+    seconds: float
+    result: Any
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: list[TaskOutcome]
+    log_path: Path
+    failure: str = ""  # last exception line in the Airflow log when the run failed
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "success"
+
+
+def configure_airflow(airflow_home: Path) -> None:
+    """Point Airflow at a project-local home + SQLite DB. Must run before airflow is imported."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
+        raise RuntimeError("configure_airflow() must run before airflow is imported")
+    os.environ.update(env)
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (fds 1 and 2) to ``path`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _started(ti: Any) -> float:
+    return ti.start_date.timestamp() if ti.start_date else float("inf")
+
+
+def run_dag(dag_id: str, conf: dict[str, Any], airflow_home: Path) -> PipelineRun:
+    """Migrate the metadata DB if needed, parse the DAGs, run ``dag_id`` once with ``conf``.
+
+    Raises:
+        RuntimeError: the DAG file does not parse or the DAG does not exist.
+    """
+    configure_airflow(airflow_home)
+    logs = airflow_home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{dag_id}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    with _output_to(log_path):
+        from airflow import settings
+        from airflow.dag_processing.dagbag import DagBag
+        from airflow.utils import db
+
+        if settings.Session is None:
+            settings.configure_orm()
+        db.initdb()
+        bag = DagBag(dag_folder=str(DAGS_FOLDER))
+        if bag.import_errors:
+            raise RuntimeError(f"DAG files failed to parse: {bag.import_errors} (log: {log_path})")
+        dag = bag.get_dag(dag_id)
+        if dag is None:
+            raise RuntimeError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; found {sorted(bag.dag_ids)}")
+        dag_run = dag.test(run_conf=conf)
+        outcomes = []
+        for ti in sorted(dag_run.get_task_instances(), key=_started):
+            seconds = (ti.end_date - ti.start_date).total_seconds() if ti.end_date and ti.start_date else 0.0
+            result = ti.xcom_pull(task_ids=ti.task_id) if str(ti.state) == "success" else None
+            outcomes.append(TaskOutcome(ti.task_id, str(ti.state), seconds, result))
+    state = str(dag_run.state)
+    failure = "" if state == "success" else last_exception_line(log_path.read_text(errors="replace"))
+    return PipelineRun(dag_id, dag_run.run_id, state, outcomes, log_path, failure)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Unavailable|NotFound|Mismatch)\b: .+$")
+
+
+def last_exception_line(log_text: str) -> str:
+    """The final ``SomeError: message`` line of a log (the task's root failure), or ""."""
+    matches = [line for line in log_text.splitlines() if _EXCEPTION_LINE.match(line)]
+    return matches[-1] if matches else ""

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code for the recall.v1 API (see protos/ and `make proto`)."""

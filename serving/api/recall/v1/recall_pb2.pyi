@@ -1,0 +1,101 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SOURCE_UNSPECIFIED: _ClassVar[Source]
+    SOURCE_USER_VECTOR: _ClassVar[Source]
+    SOURCE_FALLBACK: _ClassVar[Source]
+SOURCE_UNSPECIFIED: Source
+SOURCE_USER_VECTOR: Source
+SOURCE_FALLBACK: Source
+
+class RecallRequest(_message.Message):
+    __slots__ = ("user_id", "k", "exclude_item_ids")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    k: int
+    exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("item_id", "score")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RecallResponse(_message.Message):
+    __slots__ = ("candidates", "model_version", "index_version", "source")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    model_version: str
+    index_version: str
+    source: Source
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ...) -> None: ...
+
+class BatchRecallRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RecallRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RecallRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchRecallResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[RecallResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[RecallResponse, _Mapping]]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REDIS_HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    REDIS_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FACTORY_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    model_version: str
+    item_count: int
+    loaded_at_unix: float
+    redis_healthy: bool
+    redis_detail: str
+    factory: str
+    nprobe: int
+    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ...) -> None: ...
+
+class LoadIndexRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class LoadIndexResponse(_message.Message):
+    __slots__ = ("index_version", "model_version", "item_count", "previous_index_version")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    model_version: str
+    item_count: int
+    previous_index_version: str
+    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., previous_index_version: _Optional[str] = ...) -> None: ...

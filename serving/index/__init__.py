@@ -1,0 +1,1 @@
+"""The Faiss IVF-PQ item index: parameters, build, artifact layout, verified loading."""

@@ -1,0 +1,231 @@
+"""The recall server process: RecallService (+ health, reflection) on one port,
+RecallAdmin on another, Prometheus metrics over HTTP, and an index watcher for hot swap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import faiss
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from artifacts.store import ArtifactStore
+from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
+from serving.config import ServerSettings
+from serving.errors import InvalidRequest, RecallError
+from serving.grpc_errors import grpc_method
+from serving.index.loaded import LoadedIndex
+from serving.index_holder import IndexHolder
+from serving.metrics import INDEX_INFO, INDEX_ITEMS, INDEX_LOADED_AT, INDEX_LOADS, RESPONSES
+from serving.recall_engine import RecallEngine, RecallQuery, RecallResult, Source
+from serving.user_vectors import UserVectorStore
+
+log = logging.getLogger(__name__)
+
+RECALL_SERVICE = recall_pb2.DESCRIPTOR.services_by_name["RecallService"].full_name
+ADMIN_SERVICE = recall_pb2.DESCRIPTOR.services_by_name["RecallAdmin"].full_name
+_SOURCE_TO_PROTO = {
+    Source.USER_VECTOR: recall_pb2.SOURCE_USER_VECTOR,
+    Source.FALLBACK: recall_pb2.SOURCE_FALLBACK,
+}
+
+
+def _query(request: recall_pb2.RecallRequest) -> RecallQuery:
+    return RecallQuery(request.user_id, request.k, frozenset(request.exclude_item_ids))
+
+
+def _response(result: RecallResult) -> recall_pb2.RecallResponse:
+    RESPONSES.labels(result.source.value).inc()
+    return recall_pb2.RecallResponse(
+        candidates=[recall_pb2.Candidate(item_id=i, score=s) for i, s in result.candidates],
+        model_version=result.model_version,
+        index_version=result.index_version,
+        source=_SOURCE_TO_PROTO[result.source],
+    )
+
+
+class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
+    def __init__(self, engine: RecallEngine, max_batch: int) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+
+    @grpc_method("Recall")
+    async def Recall(
+        self, request: recall_pb2.RecallRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.RecallResponse:
+        (result,) = await self.engine.recall([_query(request)])
+        return _response(result)
+
+    @grpc_method("BatchRecall")
+    async def BatchRecall(
+        self, request: recall_pb2.BatchRecallRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.BatchRecallResponse:
+        if len(request.requests) > self.max_batch:
+            raise InvalidRequest(f"at most {self.max_batch} requests per batch, got {len(request.requests)}")
+        queries = [_query(r) for r in request.requests]
+        try:
+            results = await self.engine.recall(queries)
+        except InvalidRequest as exc:
+            bad = next(i for i, q in enumerate(queries) if not _valid(q, self.engine.max_k))
+            raise InvalidRequest(f"requests[{bad}]: {exc}") from exc
+        return recall_pb2.BatchRecallResponse(responses=[_response(r) for r in results])
+
+
+def _valid(query: RecallQuery, max_k: int) -> bool:
+    return bool(query.user_id) and 1 <= query.k <= max_k
+
+
+class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
+    def __init__(self, server: RecallServer) -> None:
+        self.server = server
+
+    @grpc_method("GetStatus")
+    async def GetStatus(
+        self, request: recall_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.GetStatusResponse:
+        loaded = self.server.holder.current_or_none()
+        healthy, detail = await self.server.vectors.ping()
+        response = recall_pb2.GetStatusResponse(redis_healthy=healthy, redis_detail=detail)
+        if loaded is not None:
+            response.index_version = loaded.index_version
+            response.model_version = loaded.model_version
+            response.item_count = loaded.item_count
+            response.loaded_at_unix = loaded.loaded_at
+            response.factory = loaded.manifest.factory
+            response.nprobe = self.server.settings.nprobe or loaded.manifest.nprobe
+        return response
+
+    @grpc_method("LoadIndex")
+    async def LoadIndex(
+        self, request: recall_pb2.LoadIndexRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.LoadIndexResponse:
+        loaded, previous = await self.server.load_index(request.version or None)
+        return recall_pb2.LoadIndexResponse(
+            index_version=loaded.index_version,
+            model_version=loaded.model_version,
+            item_count=loaded.item_count,
+            previous_index_version=previous.index_version if previous else "",
+        )
+
+
+class RecallServer:
+    """Owns both gRPC servers, the index holder, the Redis client and the watcher task.
+
+    ``await start()`` binds the ports (``port``/``admin_port`` then hold the real ones,
+    useful when the settings ask for port 0) and tries one initial index load; the health
+    service says NOT_SERVING until an index is loaded.
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.store = ArtifactStore(settings.artifact_root, cache_dir=settings.cache_dir)
+        self.holder = IndexHolder(self.store)
+        self.vectors = UserVectorStore.from_url(settings.redis_url, settings.redis_timeout_s)
+        self.engine = RecallEngine(self.holder, self.vectors, settings.max_k, settings.nprobe)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server()
+        self.admin = grpc.aio.server()
+        self.port = 0
+        self.admin_port = 0
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        faiss.omp_set_num_threads(self.settings.faiss_threads)
+        recall_pb2_grpc.add_RecallServiceServicer_to_server(
+            RecallServicer(self.engine, self.settings.max_batch), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [RECALL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        recall_pb2_grpc.add_RecallAdminServicer_to_server(AdminServicer(self), self.admin)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.admin)
+        reflection.enable_server_reflection(
+            [ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.admin
+        )
+        host = self.settings.host
+        self.port = self.server.add_insecure_port(f"{host}:{self.settings.port}")
+        self.admin_port = self.admin.add_insecure_port(f"{host}:{self.settings.admin_port}")
+        if self.settings.port and self.port != self.settings.port:
+            raise OSError(f"could not bind {host}:{self.settings.port}")
+        await self._set_serving(False)
+        await self.server.start()
+        await self.admin.start()
+        log.info("recall service on %s:%d, admin on %s:%d", host, self.port, host, self.admin_port)
+        try:
+            await self.load_index(self.settings.index_version)
+        except RecallError as exc:
+            log.warning("no index loaded at start: %s", exc)
+        if self.settings.watch_interval_s > 0 and not self.settings.index_version:
+            self._watcher = asyncio.create_task(self._watch_latest())
+
+    async def load_index(self, version: str | None) -> tuple[LoadedIndex, LoadedIndex | None]:
+        try:
+            loaded, previous = await self.holder.load(version)
+        except RecallError:
+            INDEX_LOADS.labels("failure").inc()
+            raise
+        INDEX_LOADS.labels("success").inc()
+        INDEX_ITEMS.set(loaded.item_count)
+        INDEX_LOADED_AT.set(loaded.loaded_at)
+        INDEX_INFO.clear()
+        INDEX_INFO.labels(loaded.index_version, loaded.model_version).set(1)
+        await self._set_serving(True)
+        return loaded, previous
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", RECALL_SERVICE):
+            await self.health.set(service, status)
+
+    async def _watch_latest(self) -> None:
+        """Hot-swap to a newly published LATEST; a failed load keeps the old index."""
+        failed: str | None = None
+        while True:
+            await asyncio.sleep(self.settings.watch_interval_s)
+            latest: str | None = None
+            try:
+                latest = self.holder.resolve(None)
+                current = self.holder.current_or_none()
+                if latest != failed and (current is None or current.index_version != latest):
+                    await self.load_index(latest)
+            except RecallError as exc:
+                failed = latest  # do not retry a broken version every interval
+                log.error("index watcher: %s (still serving the previous index)", exc)
+            except Exception:
+                log.exception("index watcher failed; retrying")
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.grace_s if grace is None else grace
+        if self._watcher:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.health.enter_graceful_shutdown()
+        await asyncio.gather(self.server.stop(grace), self.admin.stop(grace))
+        await self.vectors.close()
+
+
+async def run_forever(settings: ServerSettings) -> None:
+    """Serve until SIGINT/SIGTERM, then stop gracefully."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
+    server = RecallServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    await stop.wait()
+    log.info("stopping after %.0f s", time.monotonic() - started)
+    await server.stop()

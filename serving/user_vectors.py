@@ -1,0 +1,132 @@
+"""User vectors in Redis: the key format, the value encoding, loading and reading.
+
+Key format (spec in docs/redis.md, pinned byte-for-byte by tests/unit/test_user_vectors.py)::
+
+    recall:uv:<model_version>:<user_id>      value: dim × little-endian float32 (4·dim bytes)
+    recall:uvmeta:<model_version>            value: JSON {"dim", "dtype", "count", "loaded_at"}
+
+The model version in every key means a new model's vectors load beside the old ones while
+the old ones serve, and a server only ever reads vectors of its index's model. The meta key
+is written last, so its presence means the load for that version completed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+
+from serving.errors import BackendUnavailable, CorruptUserVector
+from serving.model_artifact import ModelArtifact
+
+KEY_PREFIX = "recall"
+VALUE_DTYPE = np.dtype("<f4")
+
+
+def user_vector_key(model_version: str, user_id: str) -> bytes:
+    """``recall:uv:<model_version>:<user_id>`` as UTF-8 bytes."""
+    return f"{KEY_PREFIX}:uv:{model_version}:{user_id}".encode()
+
+
+def meta_key(model_version: str) -> bytes:
+    """``recall:uvmeta:<model_version>`` as UTF-8 bytes."""
+    return f"{KEY_PREFIX}:uvmeta:{model_version}".encode()
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """[dim] float → 4·dim bytes, little-endian float32."""
+    return np.asarray(vector, dtype=VALUE_DTYPE).tobytes()
+
+
+def decode_vector(raw: bytes, dim: int) -> np.ndarray:
+    """Inverse of encode_vector. Raises CorruptUserVector if the size is not 4·dim bytes."""
+    if len(raw) != dim * VALUE_DTYPE.itemsize:
+        raise CorruptUserVector(
+            f"stored user vector has {len(raw)} bytes, expected {dim * VALUE_DTYPE.itemsize} (dim {dim})"
+        )
+    return np.frombuffer(raw, dtype=VALUE_DTYPE).astype(np.float32)
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (users written so far, total users)."""
+
+
+def load_user_vectors(
+    model: ModelArtifact,
+    client: redis.Redis,
+    *,
+    batch_size: int = 2000,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Write every user vector of ``model`` to Redis in non-transactional pipelines, then
+    the meta key. Idempotent: re-running overwrites the same keys. Returns the user count.
+
+    Raises:
+        BackendUnavailable: Redis cannot be reached or rejects the writes.
+    """
+    version = model.model_version
+    user_ids = model.user_ids()
+    vectors = model.user_vectors()
+    if len(user_ids) != len(vectors):
+        raise ValueError(f"{model.path}: {len(user_ids)} user ids but {len(vectors)} vectors")
+    try:
+        for start in range(0, len(user_ids), batch_size):
+            pipe = client.pipeline(transaction=False)
+            for user_id, vector in zip(
+                user_ids[start : start + batch_size], vectors[start : start + batch_size], strict=True
+            ):
+                pipe.set(user_vector_key(version, user_id), encode_vector(vector))
+            pipe.execute()
+            if on_progress:
+                on_progress(min(start + batch_size, len(user_ids)), len(user_ids))
+        meta = {"dim": model.embedding_dim, "dtype": "float32", "count": len(user_ids),
+                "loaded_at": time.time()}
+        client.set(meta_key(version), json.dumps(meta))
+    except redis.RedisError as exc:
+        raise BackendUnavailable(f"writing user vectors to Redis failed: {exc}") from exc
+    return len(user_ids)
+
+
+class UserVectorStore:
+    """Async reads of user vectors for one server (shares one connection pool)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str, timeout_s: float = 0.5) -> UserVectorStore:
+        return cls(
+            aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        )
+
+    async def get_many(self, model_version: str, user_ids: Sequence[str], dim: int) -> list[np.ndarray | None]:
+        """One vector ([dim] float32) or None per user id, in order, in one round trip.
+
+        A non-transactional pipeline of GETs rather than MGET, so the same code works on
+        Redis Cluster, where the keys of one batch live in different hash slots.
+        """
+        if not user_ids:
+            return []
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.get(user_vector_key(model_version, user_id))
+            raws = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
+        return [None if raw is None else decode_vector(raw, dim) for raw in raws]
+
+    async def ping(self) -> tuple[bool, str]:
+        """(healthy, detail) without raising."""
+        try:
+            await self._client.ping()
+            return True, ""
+        except (redis.RedisError, OSError) as exc:
+            return False, str(exc)
+
+    async def close(self) -> None:
+        await self._client.aclose()

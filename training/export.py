@@ -1,0 +1,124 @@
+"""The model artifact: what a training run writes, and its ``manifest.json``.
+
+Directory layout (one immutable version in the artifact store, kind ``models``)::
+
+    manifest.json        ModelManifest below, including size + SHA-256 of every file
+    user_tower/          TensorFlow SavedModel, endpoint ``serve``: [batch] string → [batch, dim] float32
+    user_vectors.npy     [n_users, dim] float32, unit norm; row i belongs to user_ids.json[i]
+    user_ids.json        list of external user ids
+    item_vectors.npy     [n_items, dim] float32, unit norm; row i belongs to item_ids.json[i]
+    item_ids.json        list of external item ids
+    popular_items.json   [{"item_id", "count"}] most-interacted items first (fallback list)
+    metrics.json         training loss, recall@k on the held-out split, popularity baseline
+
+``serving`` reads this layout by contract (docs/artifacts.md); it never imports this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pydantic import BaseModel, ConfigDict
+
+from artifacts.checksums import MANIFEST_NAME, FileEntry, list_files
+from artifacts.store import ArtifactStore
+from training.config import TrainConfig
+from training.train import TrainedModel
+
+MODEL_KIND = "models"
+MODEL_SCHEMA = "recall.model/v1"
+POPULAR_ITEMS_KEPT = 1000
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_id: Literal["recall.model/v1"] = MODEL_SCHEMA
+    model_version: str
+    created_at: str
+    embedding_dim: int
+    metric: Literal["inner_product"] = "inner_product"
+    normalized: bool = True
+    vector_dtype: Literal["float32"] = "float32"
+    user_count: int
+    item_count: int
+    data_source: str
+    data_window: dict[str, int]
+    counts: dict[str, int]
+    train_config: dict[str, Any]
+    metrics: dict[str, float]
+    files: list[FileEntry]
+
+
+def _write_json(path: Path, payload: object) -> None:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def export_user_tower(tower: keras.Model, path: Path) -> None:
+    """Save ``tower`` as a SavedModel whose ``serve`` endpoint maps [batch] string ids to vectors."""
+    archive = keras.export.ExportArchive()
+    archive.track(tower)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda ids: tower(ids, training=False),
+        input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="user_id")],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def write_model_dir(
+    model: TrainedModel, config: TrainConfig, out_dir: Path, model_version: str, data_source: str
+) -> ModelManifest:
+    """Write every file of the artifact into ``out_dir`` (which must be empty) + manifest."""
+    user_vectors = model.user_vectors()
+    item_vectors = model.item_vectors()
+    np.save(out_dir / "user_vectors.npy", user_vectors.astype("<f4"))
+    np.save(out_dir / "item_vectors.npy", item_vectors.astype("<f4"))
+    _write_json(out_dir / "user_ids.json", model.user_ids)
+    _write_json(out_dir / "item_ids.json", model.item_ids)
+    popular = model.item_counts.head(POPULAR_ITEMS_KEPT)
+    _write_json(
+        out_dir / "popular_items.json",
+        [{"item_id": str(i), "count": int(c)} for i, c in popular.items()],
+    )
+    _write_json(out_dir / "metrics.json", model.metrics)
+    export_user_tower(model.user_tower, out_dir / "user_tower")
+    manifest = ModelManifest(
+        model_version=model_version,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        embedding_dim=int(user_vectors.shape[1]),
+        user_count=len(model.user_ids),
+        item_count=len(model.item_ids),
+        data_source=data_source,
+        data_window=model.data_window,
+        counts=model.counts,
+        train_config=config.model_dump(),
+        metrics=model.metrics,
+        files=list_files(out_dir),
+    )
+    _write_json(out_dir / MANIFEST_NAME, manifest.model_dump())
+    return manifest
+
+
+def publish_model(
+    model: TrainedModel,
+    config: TrainConfig,
+    store: ArtifactStore,
+    model_version: str,
+    data_source: str,
+) -> str:
+    """Write the artifact to a local staging directory, then publish it atomically.
+
+    Returns:
+        The published artifact's URI.
+    """
+    with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
+        write_model_dir(model, config, Path(tmp), model_version, data_source)
+        return store.publish(MODEL_KIND, model_version, Path(tmp))

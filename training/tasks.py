@@ -1,0 +1,36 @@
+"""Entry points the training DAG task and `recall train` call: data dir in, model URI out."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from artifacts.store import ArtifactStore, new_version
+from training.config import TrainConfig
+from training.data.schema import load_dataset
+from training.export import publish_model
+from training.train import EpochCallback, train_two_tower
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    data_dir: str | Path,
+    artifact_root: str,
+    config: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> str:
+    """Load ``data_dir``, train the towers, publish the model artifact. Returns its URI.
+
+    Raises:
+        DataFormatError: the data directory breaks the format (message says how).
+        pydantic.ValidationError: an unknown or out-of-range hyper-parameter.
+    """
+    train_config = TrainConfig(**(config or {}))
+    dataset = load_dataset(data_dir)
+    model = train_two_tower(dataset, train_config, on_epoch=on_epoch)
+    version = new_version()
+    uri = publish_model(model, train_config, ArtifactStore(artifact_root), version, str(data_dir))
+    log.info("model %s published at %s; metrics %s", version, uri, model.metrics)
+    return uri
