@@ -128,15 +128,16 @@ class RecallServer:
         self.holder = IndexHolder(self.store)
         self.vectors = UserVectorStore.from_url(settings.redis_url, settings.redis_timeout_s)
         self.engine = RecallEngine(self.holder, self.vectors, settings.max_k, settings.nprobe)
-        self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server()
-        self.admin = grpc.aio.server()
         self.port = 0
         self.admin_port = 0
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
+        # gRPC aio objects bind to the running event loop, so they are made here.
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server()
+        self.admin = grpc.aio.server()
         recall_pb2_grpc.add_RecallServiceServicer_to_server(
             RecallServicer(self.engine, self.settings.max_batch), self.server
         )
