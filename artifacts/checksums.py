@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
 from typing_extensions import TypedDict
 
 from artifacts.errors import ChecksumMismatch

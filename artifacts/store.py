@@ -58,7 +58,9 @@ class ArtifactStore:
         self.root = str(root).rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         self.is_local = isinstance(self.fs, LocalFileSystem)
-        self._cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "recall-cache"
+        self._cache_dir = (
+            Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "recall-cache"
+        )
 
     def _path(self, *parts: str) -> str:
         return "/".join([self._root_path.rstrip("/"), *parts])
@@ -79,7 +81,9 @@ class ArtifactStore:
         check_version(version)
         final = self._path(kind, version)
         if self.fs.exists(final):
-            raise ArtifactError(f"{kind}/{version} already exists in {self.root}; versions are immutable")
+            raise ArtifactError(
+                f"{kind}/{version} already exists in {self.root}; versions are immutable"
+            )
         self.fs.makedirs(self._path(kind), exist_ok=True)
         staging = self._path(kind, f".staging-{version}-{secrets.token_hex(4)}")
         try:
@@ -108,7 +112,9 @@ class ArtifactStore:
         """The version ``kind/LATEST`` names. Raises ArtifactNotFound when nothing is published."""
         pointer = self._path(kind, LATEST)
         if not self.fs.exists(pointer):
-            raise ArtifactNotFound(f"no {kind} published yet under {self.root} (no {kind}/{LATEST})")
+            raise ArtifactNotFound(
+                f"no {kind} published yet under {self.root} (no {kind}/{LATEST})"
+            )
         return check_version(self.fs.cat_file(pointer).decode().strip())
 
     def exists(self, kind: str, version: str) -> bool:

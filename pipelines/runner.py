@@ -108,15 +108,23 @@ def run_dag(dag_id: str, conf: dict[str, Any], airflow_home: Path) -> PipelineRu
         dag_run = dag.test(run_conf=conf)
         outcomes = []
         for ti in sorted(dag_run.get_task_instances(), key=_started):
-            seconds = (ti.end_date - ti.start_date).total_seconds() if ti.end_date and ti.start_date else 0.0
+            seconds = (
+                (ti.end_date - ti.start_date).total_seconds()
+                if ti.end_date and ti.start_date
+                else 0.0
+            )
             result = ti.xcom_pull(task_ids=ti.task_id) if str(ti.state) == "success" else None
             outcomes.append(TaskOutcome(ti.task_id, str(ti.state), seconds, result))
     state = str(dag_run.state)
-    failure = "" if state == "success" else last_exception_line(log_path.read_text(errors="replace"))
+    failure = (
+        "" if state == "success" else last_exception_line(log_path.read_text(errors="replace"))
+    )
     return PipelineRun(dag_id, dag_run.run_id, state, outcomes, log_path, failure)
 
 
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Unavailable|NotFound|Mismatch)\b: .+$")
+_EXCEPTION_LINE = re.compile(
+    r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Unavailable|NotFound|Mismatch)\b: .+$"
+)
 
 
 def last_exception_line(log_text: str) -> str:

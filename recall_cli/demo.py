@@ -47,26 +47,46 @@ def run_demo(console: Console, epochs: int) -> int:
     try:
         console.print(f"{redis.url} ({'started' if started_redis else 'already running'})")
 
-        t = _stage(console, 3, "Airflow DAG recall_train_and_index: train → load user vectors → build index")
+        t = _stage(
+            console,
+            3,
+            "Airflow DAG recall_train_and_index: train → load user vectors → build index",
+        )
         with console.status(f"training {epochs} epochs, loading vectors, building the index…"):
             run = run_dag(
                 "recall_train_and_index",
-                {"data_dir": str(data), "artifact_root": artifact_root, "redis_url": redis.url,
-                 "epochs": epochs, "min_recall": 0.8},
+                {
+                    "data_dir": str(data),
+                    "artifact_root": artifact_root,
+                    "redis_url": redis.url,
+                    "epochs": epochs,
+                    "min_recall": 0.8,
+                },
                 paths.airflow_home(),
             )
         for task in run.tasks:
-            console.print(f"  {task.task_id:<20} {task.state:<8} {task.seconds:6.1f} s  {task.result or ''}")
+            console.print(
+                f"  {task.task_id:<20} {task.state:<8} {task.seconds:6.1f} s  {task.result or ''}"
+            )
         if not run.succeeded:
-            console.print(f"[bold red]pipeline {run.state}:[/] {run.failure}\nAirflow log: {run.log_path}")
+            console.print(
+                f"[bold red]pipeline {run.state}:[/] {run.failure}\nAirflow log: {run.log_path}"
+            )
             return 1
-        console.print(f"pipeline done in {time.monotonic() - t:.1f} s (Airflow log: {run.log_path})")
+        console.print(
+            f"pipeline done in {time.monotonic() - t:.1f} s (Airflow log: {run.log_path})"
+        )
 
         t = _stage(console, 4, f"start a recall server on :{port} (admin :{admin_port})")
         log_path = paths.home() / "server.log"
-        env = {**os.environ, "RECALL_PORT": str(port), "RECALL_ADMIN_PORT": str(admin_port),
-               "RECALL_REDIS_URL": redis.url, "RECALL_ARTIFACT_ROOT": artifact_root,
-               "RECALL_METRICS_PORT": "0"}
+        env = {
+            **os.environ,
+            "RECALL_PORT": str(port),
+            "RECALL_ADMIN_PORT": str(admin_port),
+            "RECALL_REDIS_URL": redis.url,
+            "RECALL_ARTIFACT_ROOT": artifact_root,
+            "RECALL_METRICS_PORT": "0",
+        }
         with log_path.open("wb") as log:
             server = subprocess.Popen(
                 [sys.executable, "-m", "recall_cli.main", "serve"], env=env, stdout=log, stderr=log
@@ -82,8 +102,9 @@ def run_demo(console: Console, epochs: int) -> int:
         for user in DEMO_USERS:
             reply = client.recall(user, 10)
             table = Table(
-                title=f"user {user} — {recall_pb2.Source.Name(reply.source)}\n"
-                f"model {reply.model_version} · index {reply.index_version}",
+                title=f"user {user} — {recall_pb2.Source.Name(reply.source)}",
+                caption=f"model {reply.model_version} · index {reply.index_version}",
+                min_width=64,
             )
             table.add_column("#", justify="right")
             table.add_column("movie")
@@ -104,4 +125,3 @@ def run_demo(console: Console, epochs: int) -> int:
         if started_redis:
             redis.stop()
         console.print("stopped the recall server and Redis")
-

@@ -61,10 +61,23 @@ class LocalRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.directory.resolve()), "--daemonize", "yes",
-                "--pidfile", str(self.pidfile.resolve()), "--logfile", "redis.log",
-                "--save", "3600 1" if self.persist else "", "--appendonly", "no",
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory.resolve()),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pidfile.resolve()),
+                "--logfile",
+                "redis.log",
+                "--save",
+                "3600 1" if self.persist else "",
+                "--appendonly",
+                "no",
             ],
             check=True,
         )
@@ -73,7 +86,9 @@ class LocalRedis:
             if self.ping():
                 return True
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer on port {self.port}; see {self.directory}/redis.log")
+        raise RuntimeError(
+            f"redis-server did not answer on port {self.port}; see {self.directory}/redis.log"
+        )
 
     def stop(self) -> None:
         """Shut the server down (without saving) if it runs."""

@@ -20,13 +20,20 @@ from rich.table import Table
 from recall_cli import paths
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Input data: fetch ML-100K, generate synthetic data.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Input data: fetch ML-100K, generate synthetic data.", no_args_is_help=True
+)
 index_app = typer.Typer(help="Faiss index artifacts.", no_args_is_help=True)
 vectors_app = typer.Typer(help="User vectors in Redis.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Airflow pipelines.", no_args_is_help=True)
 redis_app = typer.Typer(help="The project-local Redis server.", no_args_is_help=True)
-for sub, name in ((data_app, "data"), (index_app, "index"), (vectors_app, "vectors"),
-                  (pipeline_app, "pipeline"), (redis_app, "redis")):
+for sub, name in (
+    (data_app, "data"),
+    (index_app, "index"),
+    (vectors_app, "vectors"),
+    (pipeline_app, "pipeline"),
+    (redis_app, "redis"),
+):
     app.add_typer(sub, name=name)
 
 console = Console()
@@ -49,8 +56,15 @@ def friendly_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (ArtifactError, RecallError, DataFormatError, FetchError, RedisNotInstalled,
-                ValidationError, OSError) as exc:
+        except (
+            ArtifactError,
+            RecallError,
+            DataFormatError,
+            FetchError,
+            RedisNotInstalled,
+            ValidationError,
+            OSError,
+        ) as exc:
             err.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(1) from None
         except Exception as exc:
@@ -76,7 +90,9 @@ RedisUrl = Annotated[str, typer.Option(help="Redis holding user vectors.")]
 @data_app.command("fetch")
 @friendly_errors
 def data_fetch(
-    out: Annotated[Path, typer.Option(help="Where to write the data directory.")] = paths.data_dir(),
+    out: Annotated[
+        Path, typer.Option(help="Where to write the data directory.")
+    ] = paths.data_dir(),
     force: bool = False,
 ) -> None:
     """Get ML-100K from the recbole wheel on PyPI (SHA-256 pinned) into OUT."""
@@ -123,9 +139,13 @@ def train(
         bar = progress.add_task("training", total=epochs)
 
         def on_epoch(epoch: int, total: int, loss: float) -> None:
-            progress.update(bar, completed=epoch, description=f"epoch {epoch}/{total} loss {loss:.3f}")
+            progress.update(
+                bar, completed=epoch, description=f"epoch {epoch}/{total} loss {loss:.3f}"
+            )
 
-        uri = tasks.train(data, artifact_root, {"epochs": epochs, "embedding_dim": embedding_dim}, on_epoch)
+        uri = tasks.train(
+            data, artifact_root, {"epochs": epochs, "embedding_dim": embedding_dim}, on_epoch
+        )
     console.print(f"[green]model[/] {uri}")
     evaluate(model_version=Path(uri).name, artifact_root=artifact_root)
 
@@ -166,11 +186,13 @@ def index_build(
     model_uri = store.uri("models", store.resolve("models", model_version))
     _stage(f"building index for {model_uri}")
     uri = tasks.build_index(model_uri, min_recall=min_recall, allow_gpu=not cpu)
-    manifest = json.loads((Path(store.local_dir("indexes", Path(uri).name)) / "manifest.json").read_text())
+    manifest = json.loads(
+        (Path(store.local_dir("indexes", Path(uri).name)) / "manifest.json").read_text()
+    )
     console.print(
         f"[green]index[/] {uri}\n  {manifest['factory']} nprobe={manifest['nprobe']} "
-        f"items={manifest['item_count']} recall@{manifest['quality']['k']}={manifest['quality']['recall']} "
-        f"device={manifest['build_device']}"
+        f"items={manifest['item_count']} device={manifest['build_device']} "
+        f"recall@{manifest['quality']['k']}={manifest['quality']['recall']}"
     )
 
 
@@ -208,7 +230,9 @@ def vectors_load(
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("loading user vectors", total=None)
         count = tasks.load_vectors(
-            model_uri, redis_url, lambda done, total: progress.update(bar, completed=done, total=total)
+            model_uri,
+            redis_url,
+            lambda done, total: progress.update(bar, completed=done, total=total),
         )
     console.print(f"[green]ok[/] {count} user vectors → {redis_url}")
 
@@ -216,7 +240,9 @@ def vectors_load(
 @pipeline_app.command("run")
 @friendly_errors
 def pipeline_run(
-    data: Annotated[Path, typer.Option(help="Data directory (any catalog in the data format).")] = paths.data_dir(),
+    data: Annotated[
+        Path, typer.Option(help="Data directory (any catalog in the data format).")
+    ] = paths.data_dir(),
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     redis_url: RedisUrl = paths.default_redis_url(),
     epochs: int = 20,
@@ -228,9 +254,15 @@ def pipeline_run(
 
     if not data.is_dir():
         raise OSError(f"data directory {data} does not exist (try `recall data fetch`)")
-    conf = {"data_dir": str(data.resolve()), "artifact_root": artifact_root, "redis_url": redis_url,
-            "epochs": epochs, "min_recall": min_recall}
-    _stage(f"running Airflow DAG {dag_id} on {data} (Airflow log under {paths.airflow_home() / 'logs'})")
+    conf = {
+        "data_dir": str(data.resolve()),
+        "artifact_root": artifact_root,
+        "redis_url": redis_url,
+        "epochs": epochs,
+        "min_recall": min_recall,
+    }
+    logs = paths.airflow_home() / "logs"
+    _stage(f"running Airflow DAG {dag_id} on {data} (Airflow log under {logs})")
     with console.status("Airflow is running the DAG (train → load user vectors → build index)…"):
         run = run_dag(dag_id, conf, paths.airflow_home())
     table = Table(title=f"{dag_id} run {run.run_id}: {run.state}")
@@ -258,9 +290,12 @@ def serve(
     from serving.config import load_settings
     from serving.server import run_forever
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(port=port, admin_port=admin_port, redis_url=redis_url,
-                             artifact_root=artifact_root)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings(
+        port=port, admin_port=admin_port, redis_url=redis_url, artifact_root=artifact_root
+    )
     asyncio.run(run_forever(settings))
 
 
@@ -273,7 +308,9 @@ def _target(port: int) -> str:
 def query(
     user: Annotated[list[str], typer.Option("--user", "-u", help="User id (repeatable).")],
     k: int = 10,
-    exclude: Annotated[list[str] | None, typer.Option(help="Item id to exclude (repeatable).")] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Item id to exclude (repeatable).")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="Data directory, to show item titles.")] = None,
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
 ) -> None:
@@ -291,7 +328,8 @@ def query(
         for user_id in user:
             reply = client.recall(user_id, k, exclude or [])
             source = recall_pb2.Source.Name(reply.source)
-            table = Table(title=f"user {user_id}: {source} (model {reply.model_version}, index {reply.index_version})")
+            versions = f"model {reply.model_version}, index {reply.index_version}"
+            table = Table(title=f"user {user_id}: {source} ({versions})")
             table.add_column("#", justify="right")
             table.add_column("item")
             if titles:
@@ -319,12 +357,20 @@ def status(
         s = client.status()
     finally:
         client.close()
-    console.print_json(json.dumps({
-        "index_version": s.index_version, "model_version": s.model_version,
-        "item_count": s.item_count, "factory": s.factory, "nprobe": s.nprobe,
-        "loaded_at_unix": s.loaded_at_unix, "redis_healthy": s.redis_healthy,
-        "redis_detail": s.redis_detail,
-    }))
+    console.print_json(
+        json.dumps(
+            {
+                "index_version": s.index_version,
+                "model_version": s.model_version,
+                "item_count": s.item_count,
+                "factory": s.factory,
+                "nprobe": s.nprobe,
+                "loaded_at_unix": s.loaded_at_unix,
+                "redis_healthy": s.redis_healthy,
+                "redis_detail": s.redis_detail,
+            }
+        )
+    )
 
 
 @app.command("load-index")
@@ -342,8 +388,10 @@ def load_index(
         reply = client.load_index(version)
     finally:
         client.close()
-    console.print(f"[green]serving[/] index {reply.index_version} (model {reply.model_version}, "
-                  f"{reply.item_count} items); was {reply.previous_index_version or 'none'}")
+    console.print(
+        f"[green]serving[/] index {reply.index_version} (model {reply.model_version}, "
+        f"{reply.item_count} items); was {reply.previous_index_version or 'none'}"
+    )
 
 
 # ---------------------------------------------------------------- local redis

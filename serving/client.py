@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 
 class RecallClient:
-    def __init__(self, target: str, admin_target: str | None = None, timeout_s: float = 5.0,
-                 retries: int = 2) -> None:
+    def __init__(
+        self, target: str, admin_target: str | None = None, timeout_s: float = 5.0, retries: int = 2
+    ) -> None:
         self._channel = grpc.insecure_channel(target)
         self._admin_channel = grpc.insecure_channel(admin_target) if admin_target else None
         self.timeout_s = timeout_s
@@ -37,11 +38,15 @@ class RecallClient:
                 time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def recall(self, user_id: str, k: int, exclude: Sequence[str] = ()) -> recall_pb2.RecallResponse:
+    def recall(
+        self, user_id: str, k: int, exclude: Sequence[str] = ()
+    ) -> recall_pb2.RecallResponse:
         request = recall_pb2.RecallRequest(user_id=user_id, k=k, exclude_item_ids=list(exclude))
         return self._call(lambda: self.recall_stub.Recall(request, timeout=self.timeout_s))
 
-    def batch_recall(self, requests: Sequence[recall_pb2.RecallRequest]) -> recall_pb2.BatchRecallResponse:
+    def batch_recall(
+        self, requests: Sequence[recall_pb2.RecallRequest]
+    ) -> recall_pb2.BatchRecallResponse:
         batch = recall_pb2.BatchRecallRequest(requests=list(requests))
         return self._call(lambda: self.recall_stub.BatchRecall(batch, timeout=self.timeout_s))
 
@@ -52,7 +57,9 @@ class RecallClient:
 
     def status(self) -> recall_pb2.GetStatusResponse:
         stub = self._admin()
-        return self._call(lambda: stub.GetStatus(recall_pb2.GetStatusRequest(), timeout=self.timeout_s))
+        return self._call(
+            lambda: stub.GetStatus(recall_pb2.GetStatusRequest(), timeout=self.timeout_s)
+        )
 
     def load_index(self, version: str = "") -> recall_pb2.LoadIndexResponse:
         stub = self._admin()

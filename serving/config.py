@@ -19,20 +19,32 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECALL_", extra="forbid")
 
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
-    port: int = Field(50051, ge=0, le=65535, description="RecallService + health + reflection (0: any free port).")
-    admin_port: int = Field(50052, ge=0, le=65535, description="RecallAdmin port (0: any free port).")
-    metrics_port: int = Field(9102, ge=0, le=65535, description="Prometheus /metrics HTTP port; 0 disables.")
+    port: int = Field(
+        50051, ge=0, le=65535, description="RecallService + health + reflection (0: any free port)."
+    )
+    admin_port: int = Field(
+        50052, ge=0, le=65535, description="RecallAdmin port (0: any free port)."
+    )
+    metrics_port: int = Field(
+        9102, ge=0, le=65535, description="Prometheus /metrics HTTP port; 0 disables."
+    )
     redis_url: str = Field("redis://127.0.0.1:6390/0", description="Where user vectors live.")
     redis_timeout_s: float = Field(0.5, gt=0, description="Per-command Redis socket timeout.")
-    artifact_root: str = Field("var/artifacts", description="Artifact store root (path or fsspec URL).")
+    artifact_root: str = Field(
+        "var/artifacts", description="Artifact store root (path or fsspec URL)."
+    )
     cache_dir: str = Field("var/cache/artifacts", description="Local copy of remote artifacts.")
-    index_version: str | None = Field(None, description="Index version to serve; unset = the store's LATEST.")
+    index_version: str | None = Field(
+        None, description="Index version to serve; unset = the store's LATEST."
+    )
     watch_interval_s: float = Field(
         30.0, ge=0, description="Poll LATEST this often and hot-swap to a new index; 0 disables."
     )
     max_k: int = Field(1000, ge=1, le=100_000, description="Largest k a request may ask for.")
     max_batch: int = Field(1000, ge=1, description="Most requests in one BatchRecall.")
-    nprobe: int | None = Field(None, ge=1, description="IVF lists probed per query; unset = the index manifest's.")
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF lists probed per query; unset = the index manifest's."
+    )
     faiss_threads: int = Field(1, ge=1, description="OpenMP threads per Faiss search.")
     grace_s: float = Field(5.0, ge=0, description="Graceful-shutdown grace period.")
 

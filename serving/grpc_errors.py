@@ -52,7 +52,10 @@ def grpc_method(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]
                 code, message = status_for(exc), str(exc)
             except Exception:
                 log.exception("%s failed", name)
-                code, message = grpc.StatusCode.INTERNAL, f"internal error in {name}; see server log"
+                code, message = (
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error in {name}; see server log",
+                )
             finally:
                 REQUESTS.labels(name, code.name).inc()
                 LATENCY.labels(name).observe(time.perf_counter() - started)

@@ -63,8 +63,12 @@ class IndexHolder:
             resolved = self.resolve(version)
             loaded = await asyncio.to_thread(self._load_blocking, resolved)
             previous, self._current = self._current, loaded
-            log.info("serving index %s (model %s, %d items)", loaded.index_version,
-                     loaded.model_version, loaded.item_count)
+            log.info(
+                "serving index %s (model %s, %d items)",
+                loaded.index_version,
+                loaded.model_version,
+                loaded.item_count,
+            )
             return loaded, previous
 
     def _load_blocking(self, version: str) -> LoadedIndex:

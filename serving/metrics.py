@@ -13,12 +13,14 @@ LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
-RESPONSES = Counter(
-    "recall_responses_total", "Recall responses by candidate source.", ["source"]
-)
+RESPONSES = Counter("recall_responses_total", "Recall responses by candidate source.", ["source"])
 INDEX_ITEMS = Gauge("recall_index_items", "Items in the serving index (0 = none loaded).")
-INDEX_LOADED_AT = Gauge("recall_index_loaded_timestamp_seconds", "When the serving index was loaded.")
+INDEX_LOADED_AT = Gauge(
+    "recall_index_loaded_timestamp_seconds", "When the serving index was loaded."
+)
 INDEX_INFO = Gauge(
-    "recall_index_info", "1 for the serving index/model version pair.", ["index_version", "model_version"]
+    "recall_index_info",
+    "1 for the serving index/model version pair.",
+    ["index_version", "model_version"],
 )
 INDEX_LOADS = Counter("recall_index_loads_total", "Index load attempts by result.", ["result"])

@@ -64,7 +64,9 @@ def open_model_artifact(path: Path, *, verify: bool = True) -> ModelArtifact:
     except (OSError, ValueError) as exc:
         raise InvalidArtifact(f"{path}: no readable {MANIFEST_NAME} ({exc})") from exc
     if manifest.get("schema_id") != MODEL_SCHEMA:
-        raise InvalidArtifact(f"{path}: schema {manifest.get('schema_id')!r}, expected {MODEL_SCHEMA}")
+        raise InvalidArtifact(
+            f"{path}: schema {manifest.get('schema_id')!r}, expected {MODEL_SCHEMA}"
+        )
     if verify:
         verify_files(path, manifest["files"])
     return ModelArtifact(path=path, manifest=manifest)

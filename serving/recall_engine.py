@@ -75,8 +75,9 @@ def fallback_candidates(
 
 
 class RecallEngine:
-    def __init__(self, holder: IndexHolder, vectors: UserVectorStore, max_k: int,
-                 nprobe: int | None = None) -> None:
+    def __init__(
+        self, holder: IndexHolder, vectors: UserVectorStore, max_k: int, nprobe: int | None = None
+    ) -> None:
         self.holder = holder
         self.vectors = vectors
         self.max_k = max_k
@@ -100,12 +101,20 @@ class RecallEngine:
         results = []
         for i, query in enumerate(queries):
             if i in found:
-                results.append(RecallResult(found[i], loaded.model_version, loaded.index_version,
-                                            Source.USER_VECTOR))
+                results.append(
+                    RecallResult(
+                        found[i], loaded.model_version, loaded.index_version, Source.USER_VECTOR
+                    )
+                )
             else:
-                results.append(RecallResult(
-                    fallback_candidates(loaded.popular, query.exclude, query.k),
-                    loaded.model_version, loaded.index_version, Source.FALLBACK))
+                results.append(
+                    RecallResult(
+                        fallback_candidates(loaded.popular, query.exclude, query.k),
+                        loaded.model_version,
+                        loaded.index_version,
+                        Source.FALLBACK,
+                    )
+                )
         return results
 
     def _search(

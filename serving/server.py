@@ -67,7 +67,9 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         self, request: recall_pb2.BatchRecallRequest, context: grpc.aio.ServicerContext
     ) -> recall_pb2.BatchRecallResponse:
         if len(request.requests) > self.max_batch:
-            raise InvalidRequest(f"at most {self.max_batch} requests per batch, got {len(request.requests)}")
+            raise InvalidRequest(
+                f"at most {self.max_batch} requests per batch, got {len(request.requests)}"
+            )
         queries = [_query(r) for r in request.requests]
         try:
             results = await self.engine.recall(queries)
@@ -182,7 +184,8 @@ class RecallServer:
 
     async def _set_serving(self, serving: bool) -> None:
         status = (
-            health_pb2.HealthCheckResponse.SERVING if serving
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", RECALL_SERVICE):

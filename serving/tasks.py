@@ -22,13 +22,24 @@ def build_index(model_uri: str, min_recall: float = 0.8, allow_gpu: bool = True)
     """
     root, _, _ = split_uri(model_uri)
     model = open_model_artifact(open_uri(model_uri))
-    uri, manifest = publish_index(model, ArtifactStore(root), min_recall=min_recall, allow_gpu=allow_gpu)
-    log.info("index %s (%s, recall@%d=%.3f, %s) published at %s", manifest.index_version,
-             manifest.factory, manifest.quality.k, manifest.quality.recall, manifest.build_device, uri)
+    uri, manifest = publish_index(
+        model, ArtifactStore(root), min_recall=min_recall, allow_gpu=allow_gpu
+    )
+    log.info(
+        "index %s (%s, recall@%d=%.3f, %s) published at %s",
+        manifest.index_version,
+        manifest.factory,
+        manifest.quality.k,
+        manifest.quality.recall,
+        manifest.build_device,
+        uri,
+    )
     return uri
 
 
-def load_vectors(model_uri: str, redis_url: str, on_progress: ProgressCallback | None = None) -> int:
+def load_vectors(
+    model_uri: str, redis_url: str, on_progress: ProgressCallback | None = None
+) -> int:
     """Write the model's user vectors to Redis under its model version. Returns the count."""
     model = open_model_artifact(open_uri(model_uri))
     client = redis.Redis.from_url(redis_url, socket_timeout=10)

@@ -45,8 +45,9 @@ def encode_vector(vector: np.ndarray) -> bytes:
 def decode_vector(raw: bytes, dim: int) -> np.ndarray:
     """Inverse of encode_vector. Raises CorruptUserVector if the size is not 4·dim bytes."""
     if len(raw) != dim * VALUE_DTYPE.itemsize:
+        expected = dim * VALUE_DTYPE.itemsize
         raise CorruptUserVector(
-            f"stored user vector has {len(raw)} bytes, expected {dim * VALUE_DTYPE.itemsize} (dim {dim})"
+            f"stored user vector has {len(raw)} bytes, expected {expected} (dim {dim})"
         )
     return np.frombuffer(raw, dtype=VALUE_DTYPE).astype(np.float32)
 
@@ -77,14 +78,20 @@ def load_user_vectors(
         for start in range(0, len(user_ids), batch_size):
             pipe = client.pipeline(transaction=False)
             for user_id, vector in zip(
-                user_ids[start : start + batch_size], vectors[start : start + batch_size], strict=True
+                user_ids[start : start + batch_size],
+                vectors[start : start + batch_size],
+                strict=True,
             ):
                 pipe.set(user_vector_key(version, user_id), encode_vector(vector))
             pipe.execute()
             if on_progress:
                 on_progress(min(start + batch_size, len(user_ids)), len(user_ids))
-        meta = {"dim": model.embedding_dim, "dtype": "float32", "count": len(user_ids),
-                "loaded_at": time.time()}
+        meta = {
+            "dim": model.embedding_dim,
+            "dtype": "float32",
+            "count": len(user_ids),
+            "loaded_at": time.time(),
+        }
         client.set(meta_key(version), json.dumps(meta))
     except redis.RedisError as exc:
         raise BackendUnavailable(f"writing user vectors to Redis failed: {exc}") from exc
@@ -103,7 +110,9 @@ class UserVectorStore:
             aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         )
 
-    async def get_many(self, model_version: str, user_ids: Sequence[str], dim: int) -> list[np.ndarray | None]:
+    async def get_many(
+        self, model_version: str, user_ids: Sequence[str], dim: int
+    ) -> list[np.ndarray | None]:
         """One vector ([dim] float32) or None per user id, in order, in one round trip.
 
         A non-transactional pipeline of GETs rather than MGET, so the same code works on

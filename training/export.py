@@ -3,7 +3,7 @@
 Directory layout (one immutable version in the artifact store, kind ``models``)::
 
     manifest.json        ModelManifest below, including size + SHA-256 of every file
-    user_tower/          TensorFlow SavedModel, endpoint ``serve``: [batch] string → [batch, dim] float32
+    user_tower/          TensorFlow SavedModel; endpoint ``serve``: [batch] string → [batch, dim]
     user_vectors.npy     [n_users, dim] float32, unit norm; row i belongs to user_ids.json[i]
     user_ids.json        list of external user ids
     item_vectors.npy     [n_items, dim] float32, unit norm; row i belongs to item_ids.json[i]
@@ -40,7 +40,7 @@ POPULAR_ITEMS_KEPT = 1000
 class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_id: Literal["recall.model/v1"] = MODEL_SCHEMA
+    schema_id: Literal["recall.model/v1"] = "recall.model/v1"
     model_version: str
     created_at: str
     embedding_dim: int
@@ -62,7 +62,7 @@ def _write_json(path: Path, payload: object) -> None:
 
 
 def export_user_tower(tower: keras.Model, path: Path) -> None:
-    """Save ``tower`` as a SavedModel whose ``serve`` endpoint maps [batch] string ids to vectors."""
+    """Save ``tower`` as a SavedModel; its ``serve`` endpoint maps [batch] string ids → vectors."""
     archive = keras.export.ExportArchive()
     archive.track(tower)
     archive.add_endpoint(

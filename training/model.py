@@ -18,7 +18,10 @@ def build_tower(vocabulary: Sequence[str], embedding_dim: int, name: str) -> ker
     return keras.Sequential(
         [
             keras.layers.StringLookup(
-                vocabulary=list(vocabulary), mask_token=None, num_oov_indices=1, name=f"{name}_lookup"
+                vocabulary=list(vocabulary),
+                mask_token=None,
+                num_oov_indices=1,
+                name=f"{name}_lookup",
             ),
             keras.layers.Embedding(
                 input_dim=len(vocabulary) + 1,

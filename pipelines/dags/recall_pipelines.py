@@ -21,7 +21,9 @@ from airflow.sdk import Param, dag, task
 _DEFAULTS: dict[str, Any] = {
     "data_dir": Param(os.environ.get("RECALL_DATA_DIR", "var/data/ml-100k"), type="string"),
     "artifact_root": Param(os.environ.get("RECALL_ARTIFACT_ROOT", "var/artifacts"), type="string"),
-    "redis_url": Param(os.environ.get("RECALL_REDIS_URL", "redis://127.0.0.1:6390/0"), type="string"),
+    "redis_url": Param(
+        os.environ.get("RECALL_REDIS_URL", "redis://127.0.0.1:6390/0"), type="string"
+    ),
     "epochs": Param(int(os.environ.get("RECALL_EPOCHS", "20")), type="integer", minimum=1),
     "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.8")), type="number"),
 }

@@ -52,7 +52,7 @@ class QualityReport(BaseModel):
 class IndexManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_id: Literal["recall.index/v1"] = INDEX_SCHEMA
+    schema_id: Literal["recall.index/v1"] = "recall.index/v1"
     index_version: str
     model_version: str
     created_at: str
@@ -100,14 +100,19 @@ def write_index_dir(
     vectors = model.item_vectors()
     item_ids = model.item_ids()
     if len(item_ids) != len(vectors):
-        raise ArtifactError(f"{model.path}: {len(item_ids)} item ids but {len(vectors)} item vectors")
+        raise ArtifactError(
+            f"{model.path}: {len(item_ids)} item ids but {len(vectors)} item vectors"
+        )
     params = params or choose_params(len(vectors), vectors.shape[1])
     built = build_ivfpq(vectors, params, allow_gpu=allow_gpu)
     queries = _gate_queries(model, GATE_QUERIES, seed)
     recall = ann_recall(built.index, vectors, queries, gate_k, params.nprobe)
     quality = QualityReport(
-        k=min(gate_k, len(vectors)), nprobe=params.nprobe, queries=len(queries),
-        recall=round(recall, 4), min_recall=min_recall,
+        k=min(gate_k, len(vectors)),
+        nprobe=params.nprobe,
+        queries=len(queries),
+        recall=round(recall, 4),
+        min_recall=min_recall,
     )
     log.info("index %s: recall@%d=%.4f (min %.2f)", params.factory, quality.k, recall, min_recall)
     if recall < min_recall:

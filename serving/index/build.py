@@ -30,11 +30,13 @@ def gpu_count() -> int:
     return int(get()) if get else 0
 
 
-def _build_on(vectors: np.ndarray, params: IvfPqParams, use_gpu: bool) -> tuple[faiss.Index, float, float]:
+def _build_on(
+    vectors: np.ndarray, params: IvfPqParams, use_gpu: bool
+) -> tuple[faiss.Index, float, float]:
     index = faiss.index_factory(vectors.shape[1], params.factory, faiss.METRIC_INNER_PRODUCT)
     # Polysemous training (on by default for 8-bit IVF-PQ) only serves Hamming-filtered
     # search, which we do not use, and costs minutes of simulated annealing.
-    faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False  # type: ignore[attr-defined]
     target = faiss.index_cpu_to_all_gpus(index) if use_gpu else index
     started = time.perf_counter()
     target.train(vectors)
@@ -82,6 +84,6 @@ def ann_recall(
     exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     _, truth = exact.search(queries, k)
-    _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+    _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))  # type: ignore[call-arg]
     hits = sum(len(set(t) & set(f[f >= 0])) for t, f in zip(truth, found, strict=True))
     return hits / (k * len(queries))

@@ -45,8 +45,10 @@ class LoadedIndex:
     def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product. queries: [q, dim] float32 → (scores [q, k], ids [q, k]);
         missing results have id -1. Thread-safe (Faiss search does not mutate the index)."""
-        params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe, self.manifest.nlist)))
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe, self.manifest.nlist)))  # type: ignore[call-arg]
+        scores, ids = self.index.search(
+            np.ascontiguousarray(queries, dtype=np.float32), k, params=params
+        )
         return scores, ids
 
 

@@ -33,7 +33,9 @@ RECALL = [sys.executable, "-m", "recall_cli.main"]
 
 def run_cli(args: list[str], home: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RECALL_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run([*RECALL, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*RECALL, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @dataclass
@@ -49,12 +51,26 @@ class Pipeline:
 def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: LocalRedis) -> Pipeline:
     home = tmp_path_factory.mktemp("home")
     data = home / "data" / "synthetic"
-    made = run_cli(["data", "synth", str(data), "--users", "300", "--items", "400", "--per-user", "20"], home)
+    made = run_cli(
+        ["data", "synth", str(data), "--users", "300", "--items", "400", "--per-user", "20"], home
+    )
     assert made.returncode == 0, made.stderr
     artifacts = home / "artifacts"
     ran = run_cli(
-        ["pipeline", "run", "--data", str(data), "--artifact-root", str(artifacts),
-         "--redis-url", redis_server.url, "--epochs", "3", "--min-recall", "0.5"],
+        [
+            "pipeline",
+            "run",
+            "--data",
+            str(data),
+            "--artifact-root",
+            str(artifacts),
+            "--redis-url",
+            redis_server.url,
+            "--epochs",
+            "3",
+            "--min-recall",
+            "0.5",
+        ],
         home,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -93,8 +109,13 @@ class ServerThread:
 
 def settings_for(p: Pipeline, **extra: object) -> ServerSettings:
     return ServerSettings(
-        port=0, admin_port=0, metrics_port=0, redis_url=p.redis.url,
-        artifact_root=str(p.artifact_root), watch_interval_s=0, **extra,  # type: ignore[arg-type]
+        port=0,
+        admin_port=0,
+        metrics_port=0,
+        redis_url=p.redis.url,
+        artifact_root=str(p.artifact_root),
+        watch_interval_s=0,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -130,7 +151,9 @@ def test_pipeline_published_consistent_artifacts(pipeline: Pipeline) -> None:
     assert index["build_device"] == "cpu"
     listed = {f["path"] for f in index["files"]}
     assert listed == {"index.faiss", "item_ids.json", "popular_items.json"}
-    assert not any(p.name.startswith(".staging") for p in (pipeline.artifact_root / "indexes").iterdir())
+    assert not any(
+        p.name.startswith(".staging") for p in (pipeline.artifact_root / "indexes").iterdir()
+    )
 
 
 def test_user_vectors_are_in_redis_under_the_documented_key(pipeline: Pipeline) -> None:
@@ -142,7 +165,9 @@ def test_user_vectors_are_in_redis_under_the_documented_key(pipeline: Pipeline) 
     np.testing.assert_array_equal(np.frombuffer(raw, dtype="<f4"), vectors[7])
 
 
-def test_known_user_gets_k_distinct_ranked_candidates(pipeline: Pipeline, client: RecallClient) -> None:
+def test_known_user_gets_k_distinct_ranked_candidates(
+    pipeline: Pipeline, client: RecallClient
+) -> None:
     reply = client.recall(known_user(pipeline), 10)
     catalog = set(json.loads((pipeline.index_dir / "item_ids.json").read_text()))
     ids = [c.item_id for c in reply.candidates]
@@ -155,10 +180,12 @@ def test_known_user_gets_k_distinct_ranked_candidates(pipeline: Pipeline, client
     assert reply.index_version == manifest(pipeline.index_dir)["index_version"]
 
 
-def test_excluded_items_never_come_back_and_k_still_does(pipeline: Pipeline, client: RecallClient) -> None:
+def test_excluded_items_never_come_back_and_k_still_does(
+    pipeline: Pipeline, client: RecallClient
+) -> None:
     user = known_user(pipeline)
     top = [c.item_id for c in client.recall(user, 10).candidates]
-    reply = client.recall(user, 10, exclude=top[:5] + ["not-an-item"])
+    reply = client.recall(user, 10, exclude=[*top[:5], "not-an-item"])
     ids = [c.item_id for c in reply.candidates]
     assert len(ids) == 10
     assert not set(ids) & set(top[:5])
@@ -167,7 +194,9 @@ def test_excluded_items_never_come_back_and_k_still_does(pipeline: Pipeline, cli
 
 def test_unknown_user_gets_popular_fallback(pipeline: Pipeline, client: RecallClient) -> None:
     reply = client.recall("user-that-does-not-exist", 5)
-    popular = [p["item_id"] for p in json.loads((pipeline.index_dir / "popular_items.json").read_text())]
+    popular = [
+        p["item_id"] for p in json.loads((pipeline.index_dir / "popular_items.json").read_text())
+    ]
     assert reply.source == recall_pb2.SOURCE_FALLBACK
     assert [c.item_id for c in reply.candidates] == popular[:5]
 
@@ -180,7 +209,9 @@ def test_out_of_range_k_is_invalid_argument(client: RecallClient, k: int) -> Non
     assert "k must be between 1 and 1000" in info.value.details()
 
 
-def test_batch_recall_matches_single_calls_in_order(pipeline: Pipeline, client: RecallClient) -> None:
+def test_batch_recall_matches_single_calls_in_order(
+    pipeline: Pipeline, client: RecallClient
+) -> None:
     users = [known_user(pipeline), "nobody", known_user(pipeline)]
     requests = [recall_pb2.RecallRequest(user_id=u, k=4) for u in users]
     batch = client.batch_recall(requests)
@@ -190,7 +221,9 @@ def test_batch_recall_matches_single_calls_in_order(pipeline: Pipeline, client: 
         assert [c.item_id for c in reply.candidates] == [c.item_id for c in single.candidates]
         assert reply.source == single.source
     with pytest.raises(grpc.RpcError) as info:
-        client.batch_recall([recall_pb2.RecallRequest(user_id="a", k=3), recall_pb2.RecallRequest(user_id="b")])
+        client.batch_recall(
+            [recall_pb2.RecallRequest(user_id="a", k=3), recall_pb2.RecallRequest(user_id="b")]
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "requests[1]" in info.value.details()
 
@@ -242,8 +275,14 @@ def test_load_index_swaps_to_a_new_version(pipeline: Pipeline, client: RecallCli
 
 
 def test_server_without_index_is_not_serving(tmp_path: Path, redis_server: LocalRedis) -> None:
-    settings = ServerSettings(port=0, admin_port=0, metrics_port=0, redis_url=redis_server.url,
-                              artifact_root=str(tmp_path), watch_interval_s=0)
+    settings = ServerSettings(
+        port=0,
+        admin_port=0,
+        metrics_port=0,
+        redis_url=redis_server.url,
+        artifact_root=str(tmp_path),
+        watch_interval_s=0,
+    )
     with ServerThread(settings) as running:
         c = RecallClient(f"127.0.0.1:{running.port}", retries=0)
         try:
@@ -263,8 +302,18 @@ def test_bad_data_fails_the_pipeline_and_keeps_last_good_index(
     (bad / "interactions.csv").write_text("user_id,item_id\n1,2\n")
     latest_before = (pipeline.artifact_root / "indexes" / "LATEST").read_text()
     ran = run_cli(
-        ["pipeline", "run", "--data", str(bad), "--artifact-root", str(pipeline.artifact_root),
-         "--redis-url", pipeline.redis.url, "--epochs", "1"],
+        [
+            "pipeline",
+            "run",
+            "--data",
+            str(bad),
+            "--artifact-root",
+            str(pipeline.artifact_root),
+            "--redis-url",
+            pipeline.redis.url,
+            "--epochs",
+            "1",
+        ],
         pipeline.home,
     )
     assert ran.returncode == 1

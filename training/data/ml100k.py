@@ -45,8 +45,17 @@ def download_wheel(cache_dir: Path) -> Path:
     if not wheel.exists():
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
             cmd = [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                "--disable-pip-version-check", "-q", "-d", tmp, f"recbole=={RECBOLE_VERSION}",
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                tmp,
+                f"recbole=={RECBOLE_VERSION}",
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             got = Path(tmp) / RECBOLE_WHEEL
@@ -75,7 +84,9 @@ def _read_atomic(raw: bytes) -> pd.DataFrame:
     return frame
 
 
-def convert(inter: bytes, item: bytes, user: bytes) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def convert(
+    inter: bytes, item: bytes, user: bytes
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """RecBole's ml-100k atomic files → (interactions, items, users) in the data format."""
     i = _read_atomic(inter)
     interactions = pd.DataFrame(
