@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,28 @@ DEMO_USERS = ("1", "42", "405", "no-such-user")
 def _stage(console: Console, n: int, text: str) -> float:
     console.rule(f"[bold cyan]{n}/5 {text}")
     return time.monotonic()
+
+
+def _print_quality(console: Console, artifact_root: str) -> None:
+    """One line each on how good the new model and index are (from their artifacts)."""
+    from artifacts.store import ArtifactStore
+
+    store = ArtifactStore(artifact_root)
+    model_dir = store.local_dir("models", store.latest("models"))
+    index_dir = store.local_dir("indexes", store.latest("indexes"))
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    index = json.loads((index_dir / "manifest.json").read_text())
+    console.print(
+        f"model: held-out recall@10 {metrics.get('recall@10', 0):.3f} "
+        f"(popularity baseline {metrics.get('popularity_recall@10', 0):.3f}), "
+        f"recall@50 {metrics.get('recall@50', 0):.3f} "
+        f"(baseline {metrics.get('popularity_recall@50', 0):.3f})"
+    )
+    console.print(
+        f"index: {index['factory']} over {index['item_count']} items on {index['build_device']}, "
+        f"ANN recall@{index['quality']['k']} vs exact {index['quality']['recall']:.3f} "
+        f"at nprobe={index['nprobe']}"
+    )
 
 
 def run_demo(console: Console, epochs: int) -> int:
@@ -76,6 +99,7 @@ def run_demo(console: Console, epochs: int) -> int:
         console.print(
             f"pipeline done in {time.monotonic() - t:.1f} s (Airflow log: {run.log_path})"
         )
+        _print_quality(console, artifact_root)
 
         t = _stage(console, 4, f"start a recall server on :{port} (admin :{admin_port})")
         log_path = paths.home() / "server.log"
