@@ -63,7 +63,7 @@ lock:  ## recompile requirements.lock from requirements.in (needs uv)
 	$(PY) -m uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header requirements.in -o requirements.lock
 
 bench: $(STAMP) redis-install  ## benchmarks (see bench/README.md)
-	$(PY) -m bench.run
+	$(PY) -m bench.index_search
 
 clean:  ## remove local state (var/) — artifacts, Redis data, Airflow DB
 	rm -rf var

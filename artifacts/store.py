@@ -32,13 +32,13 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def new_version(now: dt.datetime | None = None) -> str:
     """A fresh, lexically time-ordered version name such as ``20261123T073012Z-3f9a1c``."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 def check_version(version: str) -> str:
     """Return ``version`` if it is a safe directory name, else raise InvalidArtifact."""
-    if not _VERSION_RE.match(version) or version == LATEST:
+    if not _VERSION_RE.fullmatch(version) or version == LATEST:
         raise InvalidArtifact(
             f"invalid version {version!r}: use letters, digits, '.', '_' or '-' (max 128)"
         )
@@ -126,7 +126,7 @@ class ArtifactStore:
         if not self.fs.exists(base):
             return []
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
-        return sorted(n for n in names if _VERSION_RE.match(n) and n != LATEST)
+        return sorted(n for n in names if _VERSION_RE.fullmatch(n) and n != LATEST)
 
     def resolve(self, kind: str, version: str | None) -> str:
         """``version`` itself, or the LATEST version when ``version`` is None or empty."""

@@ -17,8 +17,8 @@ def in_batch_softmax_loss(
     Args:
         user_vectors: [batch, dim] user embeddings (row b interacted with item b).
         item_vectors: [batch, dim] item embeddings.
-        item_ids: [batch] string ids of the items; columns holding the same item as a row's
-            positive are masked out for that row (they are not negatives).
+        item_ids: [batch] ids of the items (strings or vocabulary indices); columns holding
+            the same item as a row's positive are masked out for that row (not negatives).
         temperature: logits are ``u·i / temperature``.
         item_log_q: optional [batch] log sampling probability of each item, subtracted from
             its column (logQ correction: popular items are not over-penalised as negatives).

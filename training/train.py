@@ -74,8 +74,8 @@ def train_two_tower(
     log_q = np.log(item_counts / item_counts.sum()).astype(np.float32)
     examples = tf.data.Dataset.from_tensor_slices(
         (
-            train["user_id"].to_numpy(dtype=str),
-            train["item_id"].to_numpy(dtype=str),
+            user_tower.lookup(tf.constant(train["user_id"].to_numpy(dtype=str))),
+            item_tower.lookup(tf.constant(train["item_id"].to_numpy(dtype=str))),
             log_q.reindex(train["item_id"]).to_numpy(),
         )
     )
@@ -92,10 +92,11 @@ def train_two_tower(
 
     @tf.function(reduce_retracing=True)
     def step(users: tf.Tensor, items: tf.Tensor, item_log_q: tf.Tensor) -> tf.Tensor:
+        """users, items: [batch] int64 vocabulary indices; item_log_q: [batch] float32."""
         with tf.GradientTape() as tape:
             loss = in_batch_softmax_loss(
-                user_tower(users, training=True),
-                item_tower(items, training=True),
+                user_tower.embed_indices(users),
+                item_tower.embed_indices(items),
                 items,
                 config.temperature,
                 item_log_q if config.logq_correction else None,

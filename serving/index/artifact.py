@@ -76,6 +76,8 @@ class IndexManifest(BaseModel):
 def _gate_queries(model: ModelArtifact, limit: int, seed: int) -> np.ndarray:
     """Up to ``limit`` user vectors, sampled without replacement: the queries real traffic sends."""
     users = model.user_vectors()
+    if len(users) == 0:  # no users: items are the best stand-in for real queries
+        users = model.item_vectors()
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(users), size=min(limit, len(users)), replace=False))
     return np.asarray(users[rows], dtype=np.float32)

@@ -62,19 +62,22 @@ def load_index_dir(path: Path) -> LoadedIndex:
         manifest = IndexManifest.model_validate_json((path / MANIFEST_NAME).read_text())
         verify_files(path, manifest.files)
         item_ids = [str(i) for i in json.loads((path / "item_ids.json").read_text())]
-        popular_raw = json.loads((path / "popular_items.json").read_text())
+        popular_counts = [
+            (str(p["item_id"]), int(p["count"]))
+            for p in json.loads((path / "popular_items.json").read_text())
+        ]
         index = faiss.read_index(str(path / "index.faiss"))
     except ArtifactError as exc:
         raise IndexLoadError(f"index at {path} failed verification: {exc}") from exc
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise IndexLoadError(f"index at {path} could not be read: {exc}") from exc
     if index.ntotal != len(item_ids) or len(item_ids) != manifest.item_count:
         raise IndexLoadError(
             f"index at {path}: {index.ntotal} vectors, {len(item_ids)} ids, "
             f"manifest says {manifest.item_count} items"
         )
-    total = sum(int(p["count"]) for p in popular_raw) or 1
-    popular = [(str(p["item_id"]), int(p["count"]) / total) for p in popular_raw]
+    total = sum(count for _, count in popular_counts) or 1
+    popular = [(item, count / total) for item, count in popular_counts]
     return LoadedIndex(
         manifest=manifest,
         index=index,

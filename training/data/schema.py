@@ -77,6 +77,9 @@ def _validate(name: str, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             if frame[col].isna().any():
                 raise DataFormatError(f"{path}: column {col!r} has empty values")
             frame[col] = frame[col].astype(str)
+            if (frame[col].str.strip() == "").any():
+                row = int((frame[col].str.strip() == "").to_numpy().argmax())
+                raise DataFormatError(f"{path}: column {col!r} is empty in data row {row + 1}")
     if name == "interactions":
         if frame.empty:
             raise DataFormatError(f"{path}: no interactions")

@@ -1,0 +1,274 @@
+"""Building a real IVF-PQ index (faiss-cpu), writing the index artifact from a hand-made
+model artifact, and loading it back verified."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from artifacts.checksums import MANIFEST_NAME, verify_files
+from artifacts.errors import ArtifactError, ChecksumMismatch, InvalidArtifact
+from serving.errors import IndexLoadError
+from serving.index.artifact import (
+    INDEX_SCHEMA,
+    IndexManifest,
+    QualityGateFailed,
+    publish_index,
+    write_index_dir,
+)
+from serving.index.build import BuiltIndex, ann_recall, build_ivfpq, gpu_count
+from serving.index.loaded import load_index_dir
+from serving.index.params import choose_params
+from serving.model_artifact import open_model_artifact
+from tests.unit.helpers import (
+    SMALL_PARAMS,
+    clustered_vectors,
+    write_index,
+    write_model_artifact,
+)
+
+N, DIM = 2000, 32
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return clustered_vectors(N, DIM, seed=0)
+
+
+@pytest.fixture(scope="module")
+def built(vectors: np.ndarray) -> BuiltIndex:
+    return build_ivfpq(vectors, choose_params(N, DIM), allow_gpu=False)
+
+
+def test_faiss_cpu_has_no_gpus() -> None:
+    assert gpu_count() == 0
+
+
+def test_build_ivfpq_on_cpu(built: BuiltIndex, vectors: np.ndarray) -> None:
+    params = choose_params(N, DIM)
+    assert built.device == "cpu"
+    assert built.device_note == ""
+    assert built.index.ntotal == N
+    assert built.index.is_trained
+    ivf = faiss.extract_index_ivf(built.index)
+    assert ivf.nlist == params.nlist
+    assert built.index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert built.train_seconds >= 0 and built.add_seconds >= 0
+    # Internal ids are row numbers: each vector's own row is its best match.
+    _, ids = built.index.search(vectors[:50], 1, params=faiss.SearchParametersIVF(nprobe=ivf.nlist))
+    assert (ids[:, 0] == np.arange(50)).mean() >= 0.9
+
+
+def test_ann_recall_is_high_with_all_lists_probed(built: BuiltIndex, vectors: np.ndarray) -> None:
+    queries = clustered_vectors(300, DIM, seed=1)  # fresh queries, other clusters' noise
+    nlist = choose_params(N, DIM).nlist
+    assert ann_recall(built.index, vectors, queries, 10, nlist) >= 0.7
+
+
+def test_ann_recall_does_not_decrease_with_nprobe(built: BuiltIndex, vectors: np.ndarray) -> None:
+    queries = vectors[::10]
+    nlist = choose_params(N, DIM).nlist
+    recalls = [ann_recall(built.index, vectors, queries, 10, p) for p in (1, 2, 4, 8, 16, nlist)]
+    assert all(a <= b + 1e-9 for a, b in itertools.pairwise(recalls)), recalls
+    assert recalls[-1] > recalls[0]  # probing one list of 51 must miss neighbours
+
+
+def test_ann_recall_of_exact_index_is_one(vectors: np.ndarray) -> None:
+    """An IVF with one list and exact (flat) storage is exact: recall must be 1.0."""
+    exact_ivf = faiss.index_factory(DIM, "IVF1,Flat", faiss.METRIC_INNER_PRODUCT)
+    exact_ivf.train(vectors)
+    exact_ivf.add(vectors)
+    assert ann_recall(exact_ivf, vectors, vectors[:100], 10, 1) == pytest.approx(1.0)
+
+
+def test_ann_recall_caps_k_at_catalog_size() -> None:
+    small = clustered_vectors(20, 8, seed=3)
+    index = faiss.index_factory(8, "IVF1,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(small)
+    index.add(small)
+    assert ann_recall(index, small, small[:5], 100, 1) == pytest.approx(1.0)
+
+
+# --- the index artifact -------------------------------------------------------------------
+
+
+def test_write_index_dir_and_load(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    out = tmp_path / "index"
+    out.mkdir()
+
+    manifest = write_index_dir(
+        model,
+        out,
+        "20261123T080000Z-0a0b0c",
+        params=SMALL_PARAMS,
+        min_recall=0.5,
+        allow_gpu=False,
+    )
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.faiss",
+        "item_ids.json",
+        MANIFEST_NAME,
+        "popular_items.json",
+    ]
+    on_disk = json.loads((out / MANIFEST_NAME).read_text())
+    assert on_disk["schema_id"] == INDEX_SCHEMA == "recall.index/v1"
+    assert IndexManifest.model_validate(on_disk) == manifest
+    assert manifest.model_version == model.model_version
+    assert manifest.index_version == "20261123T080000Z-0a0b0c"
+    assert manifest.factory == SMALL_PARAMS.factory
+    assert (manifest.nlist, manifest.pq_m, manifest.pq_nbits, manifest.nprobe) == (8, 8, 6, 4)
+    assert manifest.dim == 16 and manifest.item_count == 400
+    assert manifest.build_device == "cpu"
+    assert manifest.quality.k == 10 and manifest.quality.queries == 120
+    assert 0.5 <= manifest.quality.recall <= 1.0
+    assert [f["path"] for f in manifest.files] == [
+        "index.faiss",
+        "item_ids.json",
+        "popular_items.json",
+    ]
+    verify_files(out, manifest.files)
+
+    loaded = load_index_dir(out)
+    assert loaded.index_version == "20261123T080000Z-0a0b0c"
+    assert loaded.model_version == model.model_version
+    assert loaded.item_count == 400
+    assert loaded.item_ids == model.item_ids()
+    assert loaded.internal_ids["item-7"] == 7
+    assert loaded.popular[0][0] == "item-0"
+    assert sum(share for _, share in loaded.popular) == pytest.approx(1.0)
+    assert [s for _, s in loaded.popular] == sorted((s for _, s in loaded.popular), reverse=True)
+
+    # Internal ids are row numbers: an item vector as query finds its own row near the top.
+    items = model.item_vectors()
+    scores, ids = loaded.search(items[:50], 5, nprobe=SMALL_PARAMS.nlist)
+    assert ids.shape == (50, 5) and scores.shape == (50, 5)
+    assert (ids >= 0).all()
+    assert (ids == np.arange(50)[:, None]).any(axis=1).mean() >= 0.9
+    assert all(list(row) == sorted(row, reverse=True) for row in scores)
+    assert {loaded.item_ids[i] for i in ids.ravel()} <= set(model.item_ids())
+
+
+def test_default_params_come_from_choose_params(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model", n_items=300, n_users=40)
+    out = tmp_path / "index"
+    out.mkdir()
+    manifest = write_index_dir(model, out, "v1", params=None, min_recall=0.0, allow_gpu=False)
+    assert manifest.factory == choose_params(300, 16).factory
+
+
+def test_search_nprobe_is_clamped_to_nlist(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    loaded = load_index_dir(write_index(model, tmp_path / "index"))
+    items = model.item_vectors()[:10]
+    wide = loaded.search(items, 5, nprobe=10_000)
+    full = loaded.search(items, 5, nprobe=SMALL_PARAMS.nlist)
+    zero = loaded.search(items, 5, nprobe=0)
+    one = loaded.search(items, 5, nprobe=1)
+    np.testing.assert_array_equal(wide[1], full[1])
+    np.testing.assert_array_equal(zero[1], one[1])
+
+
+@pytest.mark.parametrize("target", ["index.faiss", "item_ids.json", "popular_items.json"])
+def test_tampered_file_fails_to_load(tmp_path: Path, target: str) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    out = write_index(model, tmp_path / "index")
+    raw = bytearray((out / target).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (out / target).write_bytes(bytes(raw))
+    with pytest.raises(IndexLoadError, match="failed verification: " + target.replace(".", r"\.")):
+        load_index_dir(out)
+
+
+def test_missing_or_garbled_manifest_fails_to_load(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    out = write_index(model, tmp_path / "index")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["unexpected"] = 1
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError):
+        load_index_dir(out)
+    (out / MANIFEST_NAME).unlink()
+    with pytest.raises(IndexLoadError):
+        load_index_dir(out)
+
+
+def test_inconsistent_item_count_fails_to_load(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    out = write_index(model, tmp_path / "index")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["item_count"] = 399
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match="399"):
+        load_index_dir(out)
+
+
+def test_quality_gate_failure_writes_nothing(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    out = tmp_path / "index"
+    out.mkdir()
+    with pytest.raises(QualityGateFailed, match="not published"):
+        write_index_dir(model, out, "v1", params=SMALL_PARAMS, min_recall=1.01, allow_gpu=False)
+    assert list(out.iterdir()) == []
+    assert issubclass(QualityGateFailed, ArtifactError)
+
+
+def test_publish_index_gate_failure_publishes_nothing(tmp_path: Path) -> None:
+    from artifacts.store import ArtifactStore
+
+    model = write_model_artifact(tmp_path / "model", n_items=300, n_users=40)
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(QualityGateFailed):
+        publish_index(model, store, index_version="v1", min_recall=1.01, allow_gpu=False)
+    assert store.versions("indexes") == []
+
+    uri, manifest = publish_index(model, store, index_version="v2", min_recall=0.0, allow_gpu=False)
+    assert store.latest("indexes") == "v2"
+    assert load_index_dir(store.local_dir("indexes", "v2")).manifest == manifest
+    assert uri == store.uri("indexes", "v2")
+
+
+def test_mismatched_ids_and_vectors_are_rejected(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model")
+    (tmp_path / "model" / "item_ids.json").write_text(json.dumps(["only-one"]))
+    out = tmp_path / "index"
+    out.mkdir()
+    with pytest.raises(ArtifactError, match="item ids"):
+        write_index_dir(model, out, "v1", params=SMALL_PARAMS, allow_gpu=False)
+
+
+# --- the model artifact, as serving reads it ----------------------------------------------
+
+
+def test_open_model_artifact_reads_the_documented_layout(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model", n_items=30, n_users=5, dim=4)
+    assert model.model_version == "20261123T073012Z-3f9a1c"
+    assert model.embedding_dim == 4
+    assert model.item_ids()[:2] == ["item-0", "item-1"]
+    assert model.item_vectors().shape == (30, 4) and model.item_vectors().dtype == np.float32
+    assert model.user_vectors().shape == (5, 4)
+    assert model.popular_items()[0] == {"item_id": "item-0", "count": 1000}
+
+
+def test_open_model_artifact_rejects_tampering_and_wrong_schema(tmp_path: Path) -> None:
+    d = tmp_path / "model"
+    write_model_artifact(d, n_items=30, n_users=5, dim=4)
+    (d / "user_ids.json").write_text('["someone-else"]')
+    with pytest.raises(ChecksumMismatch):
+        open_model_artifact(d)
+    assert open_model_artifact(d, verify=False).user_ids() == ["someone-else"]
+
+    manifest = json.loads((d / MANIFEST_NAME).read_text())
+    manifest["schema_id"] = "recall.model/v2"
+    (d / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(InvalidArtifact, match="schema"):
+        open_model_artifact(d, verify=False)
+    (d / MANIFEST_NAME).unlink()
+    with pytest.raises(InvalidArtifact):
+        open_model_artifact(d)

@@ -1,0 +1,247 @@
+"""serving.recall_engine: the pure candidate-selection functions, and RecallEngine end to end
+over a real (small) verified index with a fake user-vector store."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from artifacts.store import ArtifactStore
+from serving.errors import InvalidRequest, NoIndexLoaded
+from serving.index.artifact import INDEX_KIND
+from serving.index.loaded import LoadedIndex
+from serving.index_holder import IndexHolder
+from serving.model_artifact import ModelArtifact
+from serving.recall_engine import (
+    RecallEngine,
+    RecallQuery,
+    RecallResult,
+    Source,
+    fallback_candidates,
+    select_candidates,
+    validate_query,
+)
+from tests.unit.helpers import SMALL_PARAMS, write_index, write_model_artifact
+
+ITEMS = ["a", "b", "c", "d", "e"]
+
+
+# --- select_candidates / fallback_candidates / validate_query ----------------------------
+
+
+def test_select_candidates_skips_missing_excluded_and_duplicate_ids() -> None:
+    ids = np.array([2, -1, 0, 2, 4, 1, 3])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], dtype=np.float32)
+    got = select_candidates(ids, scores, ITEMS, frozenset({"e"}), k=3)
+    assert got == [("c", pytest.approx(0.9)), ("a", pytest.approx(0.7)), ("b", pytest.approx(0.4))]
+    assert all(isinstance(score, float) for _, score in got)
+
+
+def test_select_candidates_stops_at_k() -> None:
+    ids = np.arange(5)
+    scores = np.linspace(1.0, 0.0, 5)
+    assert [i for i, _ in select_candidates(ids, scores, ITEMS, frozenset(), k=2)] == ["a", "b"]
+    assert len(select_candidates(ids, scores, ITEMS, frozenset(), k=10)) == 5
+
+
+def test_select_candidates_dedupes_external_ids() -> None:
+    # Two internal ids mapping to the same external id are returned once.
+    got = select_candidates(
+        np.array([0, 1, 2]), np.array([3.0, 2.0, 1.0]), ["x", "x", "y"], frozenset(), k=3
+    )
+    assert got == [("x", 3.0), ("y", 1.0)]
+
+
+def test_select_candidates_all_missing_is_empty() -> None:
+    assert select_candidates(np.full(4, -1), np.zeros(4), ITEMS, frozenset(), k=4) == []
+
+
+def test_fallback_candidates_keeps_order_and_skips_excluded() -> None:
+    popular = [("p1", 0.4), ("p2", 0.3), ("p3", 0.2), ("p4", 0.1)]
+    assert fallback_candidates(popular, frozenset(), 2) == [("p1", 0.4), ("p2", 0.3)]
+    assert fallback_candidates(popular, frozenset({"p1", "p3"}), 3) == [("p2", 0.3), ("p4", 0.1)]
+    assert fallback_candidates(popular, frozenset(), 10) == popular
+    assert fallback_candidates([], frozenset(), 3) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (RecallQuery(user_id="", k=5), "user_id"),
+        (RecallQuery(user_id="u", k=0), "k must be"),
+        (RecallQuery(user_id="u", k=-1), "k must be"),
+        (RecallQuery(user_id="u", k=101), "k must be"),
+    ],
+)
+def test_validate_query_rejects(query: RecallQuery, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        validate_query(query, max_k=100)
+
+
+@pytest.mark.parametrize("k", [1, 100])
+def test_validate_query_accepts_bounds(k: int) -> None:
+    validate_query(RecallQuery(user_id="u", k=k), max_k=100)
+
+
+# --- RecallEngine end to end -----------------------------------------------------------
+
+
+class FakeUserVectors:
+    """Stands in for UserVectorStore: vectors per (model version, user id)."""
+
+    def __init__(self, model_version: str, vectors: dict[str, np.ndarray]) -> None:
+        self.model_version = model_version
+        self.vectors = vectors
+        self.calls: list[tuple[str, list[str], int]] = []
+
+    async def get_many(
+        self, model_version: str, user_ids: Sequence[str], dim: int
+    ) -> list[np.ndarray | None]:
+        self.calls.append((model_version, list(user_ids), dim))
+        if model_version != self.model_version:
+            return [None] * len(user_ids)
+        return [self.vectors.get(u) for u in user_ids]
+
+
+class Setup:
+    def __init__(self, tmp_path: Path) -> None:
+        self.model: ModelArtifact = write_model_artifact(tmp_path / "model")
+        index_dir = write_index(self.model, tmp_path / "index", "20261123T080000Z-0a0b0c")
+        self.store = ArtifactStore(tmp_path / "store")
+        self.store.publish(INDEX_KIND, "20261123T080000Z-0a0b0c", index_dir)
+        self.holder = IndexHolder(self.store)
+        asyncio.run(self.holder.load(None))
+        users = self.model.user_vectors(mmap=False)
+        self.user_vectors = {u: users[i] for i, u in enumerate(self.model.user_ids())}
+        self.vectors = FakeUserVectors(self.model.model_version, self.user_vectors)
+
+    @property
+    def loaded(self) -> LoadedIndex:
+        return self.holder.current()
+
+    def engine(self, max_k: int = 100, nprobe: int | None = None) -> RecallEngine:
+        return RecallEngine(self.holder, self.vectors, max_k=max_k, nprobe=nprobe)  # type: ignore[arg-type]
+
+    def recall(self, *queries: RecallQuery, nprobe: int | None = None) -> list[RecallResult]:
+        return asyncio.run(self.engine(nprobe=nprobe).recall(list(queries)))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("engine"))
+
+
+def assert_well_formed(result: RecallResult, k: int) -> None:
+    ids = [i for i, _ in result.candidates]
+    scores = [s for _, s in result.candidates]
+    assert len(ids) == k
+    assert len(set(ids)) == k
+    assert all(a >= b for a, b in itertools.pairwise(scores)), scores
+
+
+def test_known_user_gets_k_distinct_ranked_candidates(setup: Setup) -> None:
+    [result] = setup.recall(RecallQuery(user_id="user-3", k=10))
+    assert result.source is Source.USER_VECTOR
+    assert result.model_version == setup.model.model_version
+    assert result.index_version == "20261123T080000Z-0a0b0c"
+    assert_well_formed(result, 10)
+    assert set(i for i, _ in result.candidates) <= set(setup.model.item_ids())
+    assert setup.vectors.calls[-1] == (setup.model.model_version, ["user-3"], 16)
+
+
+def test_known_user_candidates_are_near_the_exact_neighbours(setup: Setup) -> None:
+    items, ids = setup.model.item_vectors(), setup.model.item_ids()
+    hits = 0
+    for user in ("user-0", "user-1", "user-2", "user-3", "user-4"):
+        [result] = setup.recall(RecallQuery(user_id=user, k=10), nprobe=SMALL_PARAMS.nlist)
+        exact = {ids[i] for i in np.argsort(-(items @ setup.user_vectors[user]))[:10]}
+        hits += len(exact & {i for i, _ in result.candidates})
+    assert hits / 50 >= 0.6
+
+
+def test_excluded_items_never_returned_and_k_still_filled(setup: Setup) -> None:
+    [top] = setup.recall(RecallQuery(user_id="user-5", k=10))
+    excluded = frozenset(i for i, _ in top.candidates[:5]) | {"not-in-catalog"}
+
+    [result] = setup.recall(RecallQuery(user_id="user-5", k=10, exclude=excluded))
+
+    assert result.source is Source.USER_VECTOR
+    assert_well_formed(result, 10)
+    returned = {i for i, _ in result.candidates}
+    assert not returned & excluded
+    # The non-excluded part of the previous top-10 is still there, and still first.
+    kept = [i for i, _ in top.candidates if i not in excluded]
+    assert [i for i, _ in result.candidates[: len(kept)]] == kept
+
+
+def test_excluding_every_item_in_the_probed_list_falls_back_to_a_wider_search(
+    setup: Setup,
+) -> None:
+    loaded = setup.loaded
+    query_vector = setup.user_vectors["user-6"][None, :]
+    _, ids = loaded.search(query_vector, loaded.item_count, nprobe=1)
+    in_first_list = frozenset(loaded.item_ids[i] for i in ids[0] if i >= 0)
+    assert 0 < len(in_first_list) < loaded.item_count - 10
+
+    [result] = setup.recall(RecallQuery(user_id="user-6", k=10, exclude=in_first_list), nprobe=1)
+
+    assert result.source is Source.USER_VECTOR
+    assert_well_formed(result, 10)
+    assert not {i for i, _ in result.candidates} & in_first_list
+
+
+def test_k_larger_than_what_is_left_returns_everything_left(setup: Setup) -> None:
+    all_items = setup.model.item_ids()
+    excluded = frozenset(all_items[:-3])
+    [result] = setup.recall(RecallQuery(user_id="user-7", k=10, exclude=excluded))
+    assert sorted(i for i, _ in result.candidates) == sorted(all_items[-3:])
+
+
+def test_unknown_user_gets_fallback_in_popularity_order(setup: Setup) -> None:
+    [result] = setup.recall(RecallQuery(user_id="nobody", k=5, exclude=frozenset({"item-1"})))
+    assert result.source is Source.FALLBACK
+    assert [i for i, _ in result.candidates] == ["item-0", "item-2", "item-3", "item-4", "item-5"]
+    shares = [s for _, s in result.candidates]
+    assert shares == sorted(shares, reverse=True)
+    assert shares[0] == pytest.approx(setup.loaded.popular[0][1])
+    assert result.model_version == setup.model.model_version
+
+
+def test_mixed_batch_keeps_query_order(setup: Setup) -> None:
+    queries = [
+        RecallQuery(user_id="nobody", k=3),
+        RecallQuery(user_id="user-1", k=4),
+        RecallQuery(user_id="user-2", k=2, exclude=frozenset({"item-0"})),
+        RecallQuery(user_id="also-nobody", k=2),
+    ]
+    results = setup.recall(*queries)
+    assert [r.source for r in results] == [
+        Source.FALLBACK,
+        Source.USER_VECTOR,
+        Source.USER_VECTOR,
+        Source.FALLBACK,
+    ]
+    assert [len(r.candidates) for r in results] == [3, 4, 2, 2]
+    # Each user-vector row equals what that query gets alone.
+    [alone] = setup.recall(queries[1])
+    assert results[1].candidates == alone.candidates
+    assert setup.vectors.calls[-2][1] == ["nobody", "user-1", "user-2", "also-nobody"]
+
+
+def test_invalid_query_in_batch_rejects_whole_batch_before_lookup(setup: Setup) -> None:
+    calls = len(setup.vectors.calls)
+    with pytest.raises(InvalidRequest):
+        setup.recall(RecallQuery(user_id="user-1", k=5), RecallQuery(user_id="user-2", k=101))
+    assert len(setup.vectors.calls) == calls
+
+
+def test_no_index_loaded_raises(tmp_path: Path) -> None:
+    holder = IndexHolder(ArtifactStore(tmp_path / "empty"))
+    engine = RecallEngine(holder, FakeUserVectors("v", {}), max_k=10)  # type: ignore[arg-type]
+    with pytest.raises(NoIndexLoaded):
+        asyncio.run(engine.recall([RecallQuery(user_id="u", k=1)]))
