@@ -50,7 +50,7 @@ test-integration: $(STAMP) redis-install  ## integration tests only
 lint: $(STAMP) proto-check  ## ruff + mypy + generated-code drift check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy training serving pipelines artifacts recall_cli
+	$(VENV)/bin/mypy training serving pipelines artifacts recall_cli bench
 
 proto: $(STAMP)  ## regenerate serving/api from protos/
 	PYTHON=$(PY) scripts/gen_proto.sh
@@ -63,7 +63,7 @@ lock:  ## recompile requirements.lock from requirements.in (needs uv)
 	$(PY) -m uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header requirements.in -o requirements.lock
 
 bench: $(STAMP) redis-install  ## benchmarks (see bench/README.md)
-	$(PY) -m bench.index_search
+	$(VENV)/bin/recall bench
 
 clean:  ## remove local state (var/) — artifacts, Redis data, Airflow DB
 	rm -rf var

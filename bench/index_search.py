@@ -52,7 +52,7 @@ def recall(truth: np.ndarray, found: np.ndarray) -> float:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -61,7 +61,13 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    run(args.items, args.dim, args.queries, args.k, args.threads)
+
+
+def run(n_items: int, dim: int, n_queries: int, k: int, threads: int) -> None:
+    """Build the index for ``n_items`` synthetic vectors and print the comparison table."""
+    args = argparse.Namespace(items=n_items, dim=dim, queries=n_queries, k=k, threads=threads)
     faiss.omp_set_num_threads(args.threads)
 
     items = clustered_unit_vectors(args.items, args.dim, 256, seed=0)

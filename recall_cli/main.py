@@ -420,6 +420,21 @@ def redis_stop() -> None:
 
 @app.command()
 @friendly_errors
+def bench(
+    items: int = 100_000,
+    dim: int = 32,
+    queries: int = 1000,
+    k: int = 10,
+    threads: int = 1,
+) -> None:
+    """Benchmark IVF-PQ search against exact search on synthetic vectors (bench/README.md)."""
+    from bench.index_search import run
+
+    run(items, dim, queries, k, threads)
+
+
+@app.command()
+@friendly_errors
 def demo(epochs: int = 20) -> None:
     """ML-100K end to end: fetch → Airflow pipeline → Redis + server → queries → stop."""
     from recall_cli.demo import run_demo
