@@ -307,7 +307,7 @@ def _target(port: int) -> str:
 @friendly_errors
 def query(
     user: Annotated[list[str], typer.Option("--user", "-u", help="User id (repeatable).")],
-    k: int = 10,
+    k: Annotated[int, typer.Option("--k", "-k", help="Candidates per user.")] = 10,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Item id to exclude (repeatable).")
     ] = None,

@@ -4,15 +4,9 @@ ports → checks over the wire."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -26,97 +20,16 @@ from serving.client import RecallClient
 from serving.config import ServerSettings
 from serving.server import RecallServer
 from serving.user_vectors import user_vector_key
+from tests.integration.harness import (
+    Pipeline,
+    ServerThread,
+    copy_index_as,
+    manifest,
+    run_cli,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration
-RECALL = [sys.executable, "-m", "recall_cli.main"]
-
-
-def run_cli(args: list[str], home: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RECALL_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run(
-        [*RECALL, *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@dataclass
-class Pipeline:
-    home: Path
-    artifact_root: Path
-    model_dir: Path
-    index_dir: Path
-    redis: LocalRedis
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, redis_server: LocalRedis) -> Pipeline:
-    home = tmp_path_factory.mktemp("home")
-    data = home / "data" / "synthetic"
-    made = run_cli(
-        ["data", "synth", str(data), "--users", "300", "--items", "400", "--per-user", "20"], home
-    )
-    assert made.returncode == 0, made.stderr
-    artifacts = home / "artifacts"
-    ran = run_cli(
-        [
-            "pipeline",
-            "run",
-            "--data",
-            str(data),
-            "--artifact-root",
-            str(artifacts),
-            "--redis-url",
-            redis_server.url,
-            "--epochs",
-            "3",
-            "--min-recall",
-            "0.5",
-        ],
-        home,
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    models = artifacts / "models"
-    indexes = artifacts / "indexes"
-    return Pipeline(
-        home=home,
-        artifact_root=artifacts,
-        model_dir=models / (models / "LATEST").read_text().strip(),
-        index_dir=indexes / (indexes / "LATEST").read_text().strip(),
-        redis=redis_server,
-    )
-
-
-class ServerThread:
-    """A RecallServer on its own event loop in a background thread (ports chosen by the OS)."""
-
-    def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.server: RecallServer | None = None
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> RecallServer:
-        self.thread.start()
-        self.server = RecallServer(self.settings)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(60)
-        return self.server
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.server is not None
-        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def settings_for(p: Pipeline, **extra: object) -> ServerSettings:
-    return ServerSettings(
-        port=0,
-        admin_port=0,
-        metrics_port=0,
-        redis_url=p.redis.url,
-        artifact_root=str(p.artifact_root),
-        watch_interval_s=0,
-        **extra,  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +45,6 @@ def client(server: RecallServer) -> Iterator[RecallClient]:
         yield c
     finally:
         c.close()
-
-
-def manifest(path: Path) -> dict:
-    return json.loads((path / "manifest.json").read_text())
 
 
 def known_user(p: Pipeline) -> str:
@@ -240,30 +149,23 @@ def test_tampered_index_is_refused_and_old_one_keeps_serving(
     pipeline: Pipeline, client: RecallClient
 ) -> None:
     serving_version = client.status().index_version
-    bad = pipeline.artifact_root / "indexes" / "99990101T000000Z-bad000"
-    shutil.copytree(pipeline.index_dir, bad)
-    data = bytearray((bad / "index.faiss").read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (bad / "index.faiss").write_bytes(bytes(data))
-    with pytest.raises(grpc.RpcError) as info:
-        client.load_index(bad.name)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "sha256" in info.value.details()
-    assert client.status().index_version == serving_version
-    assert len(client.recall(known_user(pipeline), 3).candidates) == 3
-
+    bad = copy_index_as(pipeline.index_dir, "99990101T000000Z-bad000", corrupt=True)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            client.load_index(bad.name)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "index.faiss: sha256" in info.value.details()
+        assert client.status().index_version == serving_version
+        assert len(client.recall(known_user(pipeline), 3).candidates) == 3
+    finally:
+        shutil.rmtree(bad)
     with pytest.raises(grpc.RpcError) as missing:
         client.load_index("20000101T000000Z-absent")
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    shutil.rmtree(bad)
 
 
 def test_load_index_swaps_to_a_new_version(pipeline: Pipeline, client: RecallClient) -> None:
-    new = pipeline.artifact_root / "indexes" / "99990101T000000Z-copy00"
-    shutil.copytree(pipeline.index_dir, new)
-    doc = manifest(new)
-    doc["index_version"] = new.name
-    (new / "manifest.json").write_text(json.dumps(doc))  # manifest is not in its own file list
+    new = copy_index_as(pipeline.index_dir, "99990101T000000Z-copy00")
     try:
         reply = client.load_index(new.name)
         assert reply.index_version == new.name
