@@ -19,6 +19,9 @@ from rich.table import Table
 
 from recall_cli import paths
 
+# TensorFlow's C++ start-up chatter is not for CLI users (tasks inherit this too).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(
     help="Input data: fetch ML-100K, generate synthetic data.", no_args_is_help=True
@@ -72,6 +75,8 @@ def friendly_errors(fn: F) -> F:
 
             if isinstance(exc, grpc.RpcError):
                 err.print(f"[bold red]error:[/] {exc.code().name}: {exc.details()}")
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    err.print("is a recall server running there? (`make serve` starts one)")
                 raise typer.Exit(1) from None
             raise
 
