@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RECALL_HOME ?= $(CURDIR)/var
 
 .PHONY: help venv demo test test-unit test-integration serve lint proto proto-check lock \
-        redis-install redis-up redis-down bench clean
+        redis-install redis-up redis-down bench gpu clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ lock:  ## recompile requirements.lock from requirements.in (needs uv)
 
 bench: $(STAMP) redis-install  ## benchmarks (see bench/README.md)
 	$(VENV)/bin/recall bench
+	$(PY) -m bench.recall_server
+
+gpu: $(STAMP)  ## swap faiss-cpu for faiss-gpu in .venv (CUDA machines; index builds then use the GPU)
+	$(PY) -m uv pip uninstall -q --python $(PY) faiss-cpu
+	$(PY) -m uv pip install -q --python $(PY) "faiss-gpu==1.15.*"
+	$(PY) -c "import faiss; print('faiss', faiss.__version__, 'GPUs:', faiss.get_num_gpus())"
 
 clean:  ## remove local state (var/) — artifacts, Redis data, Airflow DB
 	rm -rf var
