@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             for user in users:
                 started = time.perf_counter()
                 raw = direct.get(user_vector_key(model.model_version, user))
-                vector = np.frombuffer(raw or b"", dtype="<f4")[None, :]
+                assert isinstance(raw, bytes), f"no vector for {user}"
+                vector = np.frombuffer(raw, dtype="<f4")[None, :]
                 loaded.search(vector, args.k, index_manifest.nprobe)
                 floor.append(time.perf_counter() - started)
 
