@@ -18,6 +18,11 @@ from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
 from serving.user_vectors import UserVectorStore
 
+MAX_USER_ID_BYTES = 512
+"""Longer user ids are refused: they would only make oversized Redis keys."""
+MAX_EXCLUDED_ITEMS = 10_000
+"""More exclusions are refused: each one deepens the search (k + excluded results)."""
+
 
 class Source(Enum):
     USER_VECTOR = "user_vector"
@@ -40,9 +45,16 @@ class RecallResult:
 
 
 def validate_query(query: RecallQuery, max_k: int) -> None:
-    """Raises InvalidRequest when user_id is empty or k is outside 1..max_k."""
+    """Raises InvalidRequest when user_id is empty or too long, k is outside 1..max_k, or
+    there are more than MAX_EXCLUDED_ITEMS exclusions."""
     if not query.user_id:
         raise InvalidRequest("user_id is required")
+    if len(query.user_id.encode()) > MAX_USER_ID_BYTES:
+        raise InvalidRequest(f"user_id is longer than {MAX_USER_ID_BYTES} bytes")
+    if len(query.exclude) > MAX_EXCLUDED_ITEMS:
+        raise InvalidRequest(
+            f"at most {MAX_EXCLUDED_ITEMS} exclude_item_ids, got {len(query.exclude)}"
+        )
     if not 1 <= query.k <= max_k:
         raise InvalidRequest(f"k must be between 1 and {max_k}, got {query.k}")
 

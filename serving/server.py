@@ -23,7 +23,13 @@ from serving.grpc_errors import grpc_method
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
 from serving.metrics import INDEX_INFO, INDEX_ITEMS, INDEX_LOADED_AT, INDEX_LOADS, RESPONSES
-from serving.recall_engine import RecallEngine, RecallQuery, RecallResult, Source
+from serving.recall_engine import (
+    RecallEngine,
+    RecallQuery,
+    RecallResult,
+    Source,
+    validate_query,
+)
 from serving.user_vectors import UserVectorStore
 
 log = logging.getLogger(__name__)
@@ -71,16 +77,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
                 f"at most {self.max_batch} requests per batch, got {len(request.requests)}"
             )
         queries = [_query(r) for r in request.requests]
-        try:
-            results = await self.engine.recall(queries)
-        except InvalidRequest as exc:
-            bad = next(i for i, q in enumerate(queries) if not _valid(q, self.engine.max_k))
-            raise InvalidRequest(f"requests[{bad}]: {exc}") from exc
+        for i, query in enumerate(queries):
+            try:
+                validate_query(query, self.engine.max_k)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"requests[{i}]: {exc}") from exc
+        results = await self.engine.recall(queries)
         return recall_pb2.BatchRecallResponse(responses=[_response(r) for r in results])
-
-
-def _valid(query: RecallQuery, max_k: int) -> bool:
-    return bool(query.user_id) and 1 <= query.k <= max_k
 
 
 class AdminServicer(recall_pb2_grpc.RecallAdminServicer):

@@ -76,6 +76,11 @@ def test_fallback_candidates_keeps_order_and_skips_excluded() -> None:
         (RecallQuery(user_id="u", k=0), "k must be"),
         (RecallQuery(user_id="u", k=-1), "k must be"),
         (RecallQuery(user_id="u", k=101), "k must be"),
+        (RecallQuery(user_id="u" * 513, k=5), "longer than 512 bytes"),
+        (
+            RecallQuery(user_id="u", k=5, exclude=frozenset(map(str, range(10_001)))),
+            "at most 10000",
+        ),
     ],
 )
 def test_validate_query_rejects(query: RecallQuery, message: str) -> None:
@@ -86,6 +91,9 @@ def test_validate_query_rejects(query: RecallQuery, message: str) -> None:
 @pytest.mark.parametrize("k", [1, 100])
 def test_validate_query_accepts_bounds(k: int) -> None:
     validate_query(RecallQuery(user_id="u", k=k), max_k=100)
+    validate_query(
+        RecallQuery(user_id="é" * 256, k=k, exclude=frozenset(map(str, range(10_000)))), max_k=100
+    )
 
 
 # --- RecallEngine end to end -----------------------------------------------------------
