@@ -23,6 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import redis
+from grpc_health.v1 import health_pb2
 
 from artifacts.checksums import MANIFEST_NAME, list_files
 from artifacts.store import ArtifactStore
@@ -121,6 +122,12 @@ def main(argv: list[str] | None = None) -> None:
 
             for user in users[:100]:  # warm-up
                 client.recall(user, args.k)
+            # Second reference: a gRPC call that does no work (health Check) on the same server.
+            round_trip = []
+            for _ in users:
+                started = time.perf_counter()
+                client.health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                round_trip.append(time.perf_counter() - started)
             unary = []
             for user in users:
                 started = time.perf_counter()
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'path':<44} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>8} {'× floor':>8}")
     rows = [
         ("floor: Redis GET + Faiss search, in-process", floor),
+        ("gRPC round trip, no work (health Check)", round_trip),
         ("Recall over gRPC (one request at a time)", unary),
         (f"BatchRecall, {args.batch} users/call (per user)", batched),
     ]
