@@ -119,6 +119,17 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
         )
 
 
+def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Bind ``host:port`` (0 = any free port); the bound port. OSError if it is taken."""
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc reports a failed bind this way
+        raise OSError(f"cannot listen on {host}:{port} (in use by another process?)") from exc
+    if port and bound != port:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return int(bound)
+
+
 class RecallServer:
     """Owns both gRPC servers, the index holder, the Redis client and the watcher task.
 
@@ -141,8 +152,11 @@ class RecallServer:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
         # gRPC aio objects bind to the running event loop, so they are made here.
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server()
-        self.admin = grpc.aio.server()
+        # gRPC enables SO_REUSEPORT by default: a second server on a busy port would start
+        # "successfully" and silently share traffic. Refuse that instead.
+        options = [("grpc.so_reuseport", 0)]
+        self.server = grpc.aio.server(options=options)
+        self.admin = grpc.aio.server(options=options)
         recall_pb2_grpc.add_RecallServiceServicer_to_server(
             RecallServicer(self.engine, self.settings.max_batch), self.server
         )
@@ -156,10 +170,8 @@ class RecallServer:
             [ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.admin
         )
         host = self.settings.host
-        self.port = self.server.add_insecure_port(f"{host}:{self.settings.port}")
-        self.admin_port = self.admin.add_insecure_port(f"{host}:{self.settings.admin_port}")
-        if self.settings.port and self.port != self.settings.port:
-            raise OSError(f"could not bind {host}:{self.settings.port}")
+        self.port = _bind(self.server, host, self.settings.port)
+        self.admin_port = _bind(self.admin, host, self.settings.admin_port)
         await self._set_serving(False)
         await self.server.start()
         await self.admin.start()

@@ -204,3 +204,14 @@ def test_recall_serve_process_serves_exposes_metrics_and_stops_on_sigterm(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_second_server_on_a_busy_port_fails_instead_of_sharing_it(pipeline: Pipeline) -> None:
+    import asyncio
+
+    from serving.server import RecallServer
+
+    with ServerThread(settings_for(pipeline)) as running:
+        second = RecallServer(settings_for(pipeline, port=running.port))
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{running.port}"):
+            asyncio.run(second.start())
