@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recall_cli import paths
-from recall_cli.local_redis import LocalRedis
+from recall_cli.local_redis import LocalRedis, port_in_use
 
 DEMO_USERS = ("1", "42", "405", "no-such-user")
 
@@ -58,6 +58,14 @@ def run_demo(console: Console, epochs: int) -> int:
     artifact_root = paths.default_artifact_root()
     port = int(os.environ.get("RECALL_PORT", "50051"))
     admin_port = int(os.environ.get("RECALL_ADMIN_PORT", "50052"))
+
+    busy = [p for p in (port, admin_port) if port_in_use(p)]
+    if busy:
+        console.print(
+            f"[bold red]port(s) {busy} already in use[/] (another recall server?): stop it, "
+            "or choose others with RECALL_PORT / RECALL_ADMIN_PORT"
+        )
+        return 1
 
     t = _stage(console, 1, "fetch ML-100K (recbole wheel from PyPI, SHA-256 checked)")
     fetch_ml100k(data, paths.cache_dir())
@@ -116,8 +124,15 @@ def run_demo(console: Console, epochs: int) -> int:
                 [sys.executable, "-m", "recall_cli.main", "serve"], env=env, stdout=log, stderr=log
             )
         client = RecallClient(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}")
-        if not client.wait_serving(60):
-            console.print(f"[bold red]server did not become healthy[/]; see {log_path}")
+        deadline = time.monotonic() + 60
+        while server.poll() is None and not client.is_serving() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if server.poll() is not None or not client.is_serving():
+            errors = [line for line in log_path.read_text().splitlines() if "error" in line]
+            console.print(
+                f"[bold red]server did not become healthy[/]: {errors[-1] if errors else ''}"
+            )
+            console.print(f"server log: {log_path}")
             return 1
         console.print(f"SERVING in {time.monotonic() - t:.1f} s (log: {log_path})")
 

@@ -33,6 +33,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 class LocalRedis:
     """One ``redis-server`` on 127.0.0.1:``port`` with its files under ``directory``."""
 
