@@ -45,8 +45,57 @@ def built(vectors: np.ndarray) -> BuiltIndex:
     return build_ivfpq(vectors, choose_params(N, DIM), allow_gpu=False)
 
 
-def test_faiss_cpu_has_no_gpus() -> None:
-    assert gpu_count() == 0
+def test_gpu_build_is_used_when_faiss_sees_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, vectors: np.ndarray
+) -> None:
+    """The GPU path's wiring, with identity stand-ins for the CPU↔GPU copies."""
+    moved: list[str] = []
+    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
+    monkeypatch.setattr(
+        faiss, "index_cpu_to_all_gpus", lambda i: moved.append("to") or i, raising=False
+    )
+    monkeypatch.setattr(
+        faiss, "index_gpu_to_cpu", lambda i: moved.append("back") or i, raising=False
+    )
+    result = build_ivfpq(vectors, SMALL_PARAMS)
+    assert (result.device, result.device_note, moved) == ("gpu", "", ["to", "back"])
+    assert result.index.ntotal == len(vectors)
+
+
+def test_failed_gpu_build_falls_back_to_cpu_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, vectors: np.ndarray
+) -> None:
+    def no_cuda(index: faiss.Index) -> faiss.Index:
+        raise RuntimeError("CUDA error: no kernel image is available")
+
+    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_cuda, raising=False)
+    result = build_ivfpq(vectors, SMALL_PARAMS)
+    assert result.device == "cpu"
+    assert "GPU build failed" in result.device_note and "no kernel image" in result.device_note
+    assert result.index.ntotal == len(vectors)
+
+
+def test_allow_gpu_false_never_touches_the_gpu(
+    monkeypatch: pytest.MonkeyPatch, vectors: np.ndarray
+) -> None:
+    def forbidden(index: faiss.Index) -> faiss.Index:
+        raise AssertionError("GPU used although allow_gpu=False")
+
+    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", forbidden, raising=False)
+    assert build_ivfpq(vectors, SMALL_PARAMS, allow_gpu=False).device == "cpu"
+
+
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a GPU (`make gpu`)")
+def test_real_gpu_build_matches_cpu_recall(vectors: np.ndarray, built: BuiltIndex) -> None:
+    params = choose_params(N, DIM)
+    on_gpu = build_ivfpq(vectors, params)
+    assert on_gpu.device == "gpu", on_gpu.device_note
+    queries = vectors[:200]
+    cpu_recall = ann_recall(built.index, vectors, queries, 10, params.nlist)
+    gpu_recall = ann_recall(on_gpu.index, vectors, queries, 10, params.nlist)
+    assert gpu_recall >= cpu_recall - 0.05
 
 
 def test_build_ivfpq_on_cpu(built: BuiltIndex, vectors: np.ndarray) -> None:
