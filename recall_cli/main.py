@@ -286,12 +286,20 @@ def pipeline_run(
 @app.command()
 @friendly_errors
 def serve(
-    port: Annotated[int | None, typer.Option(envvar="RECALL_PORT")] = None,
-    admin_port: Annotated[int | None, typer.Option(envvar="RECALL_ADMIN_PORT")] = None,
-    redis_url: RedisUrl = paths.default_redis_url(),
-    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    port: Annotated[int | None, typer.Option(help="Default: $RECALL_PORT or 50051.")] = None,
+    admin_port: Annotated[
+        int | None, typer.Option(help="Default: $RECALL_ADMIN_PORT or 50052.")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Default: $RECALL_REDIS_URL.")] = None,
+    artifact_root: Annotated[
+        str | None, typer.Option(help="Default: $RECALL_ARTIFACT_ROOT or $RECALL_HOME/artifacts.")
+    ] = None,
 ) -> None:
-    """Run a recall server on the latest published index until Ctrl-C / SIGTERM."""
+    """Run a recall server on the latest published index until Ctrl-C / SIGTERM.
+
+    Every setting (serving/config.py) comes from RECALL_* env vars or the YAML file named by
+    RECALL_CONFIG; options given here win over both.
+    """
     from serving.config import load_settings
     from serving.server import run_forever
 

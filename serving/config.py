@@ -15,6 +15,11 @@ from pydantic_settings import (
 )
 
 
+def _home(*parts: str) -> str:
+    """A path under ``$RECALL_HOME`` (default ``var``), where the CLI keeps local state."""
+    return os.path.join(os.environ.get("RECALL_HOME", "var"), *parts)
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECALL_", extra="forbid")
 
@@ -28,12 +33,21 @@ class ServerSettings(BaseSettings):
     metrics_port: int = Field(
         9102, ge=0, le=65535, description="Prometheus /metrics HTTP port; 0 disables."
     )
-    redis_url: str = Field("redis://127.0.0.1:6390/0", description="Where user vectors live.")
+    redis_url: str = Field(
+        default_factory=lambda: (
+            f"redis://127.0.0.1:{os.environ.get('RECALL_REDIS_PORT', '6390')}/0"
+        ),
+        description="Where user vectors live (default: the project-local Redis).",
+    )
     redis_timeout_s: float = Field(0.5, gt=0, description="Per-command Redis socket timeout.")
     artifact_root: str = Field(
-        "var/artifacts", description="Artifact store root (path or fsspec URL)."
+        default_factory=lambda: _home("artifacts"),
+        description="Artifact store root (path or fsspec URL); default $RECALL_HOME/artifacts.",
     )
-    cache_dir: str = Field("var/cache/artifacts", description="Local copy of remote artifacts.")
+    cache_dir: str = Field(
+        default_factory=lambda: _home("cache", "artifacts"),
+        description="Local copy of remote artifacts; default $RECALL_HOME/cache/artifacts.",
+    )
     index_version: str | None = Field(
         None, description="Index version to serve; unset = the store's LATEST."
     )
