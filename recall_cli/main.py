@@ -341,8 +341,11 @@ def query(
         for user_id in user:
             reply = client.recall(user_id, k, exclude or [])
             source = recall_pb2.Source.Name(reply.source)
-            versions = f"model {reply.model_version}, index {reply.index_version}"
-            table = Table(title=f"user {user_id}: {source} ({versions})")
+            table = Table(
+                title=f"user {user_id}: {source}",
+                caption=f"model {reply.model_version} · index {reply.index_version}",
+                min_width=64,
+            )
             table.add_column("#", justify="right")
             table.add_column("item")
             if titles:
