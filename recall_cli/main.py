@@ -242,6 +242,24 @@ def vectors_load(
     console.print(f"[green]ok[/] {count} user vectors → {redis_url}")
 
 
+@vectors_app.command("prune")
+@friendly_errors
+def vectors_prune(
+    keep_indexes: Annotated[
+        int, typer.Option(help="Keep vectors of the models of this many newest indexes.")
+    ] = 3,
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    redis_url: RedisUrl = paths.default_redis_url(),
+) -> None:
+    """Delete user vectors of models that no recent index (nor LATEST model) needs."""
+    from serving import tasks
+
+    deleted = tasks.prune_vectors(artifact_root, redis_url, keep_indexes)
+    console.print(
+        f"deleted the user vectors of {len(deleted)} model(s): {', '.join(deleted) or '-'}"
+    )
+
+
 @pipeline_app.command("run")
 @friendly_errors
 def pipeline_run(

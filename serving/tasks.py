@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 
 import redis
 
+from artifacts.checksums import MANIFEST_NAME
+from artifacts.errors import ArtifactNotFound
 from artifacts.store import ArtifactStore, open_uri, split_uri
-from serving.index.artifact import publish_index
+from serving.index.artifact import INDEX_KIND, publish_index
 from serving.model_artifact import open_model_artifact
-from serving.user_vectors import ProgressCallback, load_user_vectors
+from serving.user_vectors import (
+    ProgressCallback,
+    delete_user_vectors,
+    load_user_vectors,
+    loaded_model_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,38 @@ def build_index(model_uri: str, min_recall: float = 0.8, allow_gpu: bool = True)
         uri,
     )
     return uri
+
+
+def prune_vectors(artifact_root: str, redis_url: str, keep_indexes: int = 3) -> list[str]:
+    """Delete from Redis the user vectors of models no recent index needs.
+
+    Kept: the models of the newest ``keep_indexes`` published indexes (what servers serve
+    or may roll back to) and the LATEST model. Returns the model versions deleted.
+    """
+    if keep_indexes < 1:
+        raise ValueError("keep_indexes must be at least 1")
+    store = ArtifactStore(artifact_root)
+    keep = {
+        index_model_version(store, version)
+        for version in store.versions(INDEX_KIND)[-keep_indexes:]
+    }
+    with contextlib.suppress(ArtifactNotFound):
+        keep.add(store.latest("models"))
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        stale = [v for v in loaded_model_versions(client) if v not in keep]
+        for version in stale:
+            removed = delete_user_vectors(client, version)
+            log.info("deleted %d user vectors of model %s", removed, version)
+    finally:
+        client.close()
+    return stale
+
+
+def index_model_version(store: ArtifactStore, index_version: str) -> str:
+    """The model version an index was built from (read from its manifest)."""
+    manifest = json.loads((store.local_dir(INDEX_KIND, index_version) / MANIFEST_NAME).read_text())
+    return str(manifest["model_version"])
 
 
 def load_vectors(

@@ -98,6 +98,39 @@ def load_user_vectors(
     return len(user_ids)
 
 
+def loaded_model_versions(client: redis.Redis) -> list[str]:
+    """Model versions whose user-vector load completed (their meta key exists), sorted."""
+    prefix = meta_key("")
+    return sorted(
+        key[len(prefix) :].decode() for key in client.scan_iter(prefix + b"*", count=1000)
+    )
+
+
+def delete_user_vectors(client: redis.Redis, model_version: str, batch_size: int = 1000) -> int:
+    """Remove every user vector of ``model_version``; returns how many keys were removed.
+
+    The meta key goes first, so a version being deleted no longer counts as loaded; keys
+    are found with SCAN (never KEYS) and removed with UNLINK (freed off the main thread).
+    """
+    if not model_version or ":" in model_version or "*" in model_version:
+        raise ValueError(f"refusing to delete vectors of model version {model_version!r}")
+    try:
+        client.unlink(meta_key(model_version))
+        removed = 0
+        pattern = user_vector_key(model_version, "*")
+        batch: list[bytes] = []
+        for key in client.scan_iter(pattern, count=batch_size):
+            batch.append(key)
+            if len(batch) == batch_size:
+                removed += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(client.unlink(*batch))
+    except redis.RedisError as exc:
+        raise BackendUnavailable(f"deleting user vectors from Redis failed: {exc}") from exc
+    return removed
+
+
 class UserVectorStore:
     """Async reads of user vectors for one server (shares one connection pool)."""
 

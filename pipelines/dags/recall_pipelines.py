@@ -1,13 +1,15 @@
 """Recall DAGs.
 
 - ``recall_train_and_index`` (daily): train the towers → load the new user vectors into
-  Redis → build, gate and publish the IVF-PQ index. Vectors load *before* the index is
-  published, so a server that hot-swaps to the new index finds its model's vectors.
+  Redis → build, gate and publish the IVF-PQ index → delete user vectors that no recent
+  index needs. Vectors load *before* the index is published, so a server that hot-swaps
+  to the new index finds its model's vectors.
 - ``recall_rebuild_index`` (nightly): rebuild the index from the LATEST model (vectors are
-  re-loaded first, idempotently).
+  re-loaded first, idempotently), then the same clean-up.
 
 Params (set per run with ``conf``; defaults from ``RECALL_*`` env at parse time):
-``data_dir``, ``artifact_root``, ``redis_url``, ``epochs``, ``min_recall``.
+``data_dir``, ``artifact_root``, ``redis_url``, ``epochs``, ``min_recall``,
+``keep_indexes`` (user vectors are kept for the models of this many newest indexes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ _DEFAULTS: dict[str, Any] = {
     ),
     "epochs": Param(int(os.environ.get("RECALL_EPOCHS", "20")), type="integer", minimum=1),
     "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.8")), type="number"),
+    "keep_indexes": Param(
+        int(os.environ.get("RECALL_KEEP_INDEXES", "3")), type="integer", minimum=1
+    ),
 }
 _START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -64,6 +69,14 @@ def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
     return tasks.build_index(model_uri, min_recall=params["min_recall"])
 
 
+@task
+def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
+    from serving import tasks
+
+    assert params is not None
+    return tasks.prune_vectors(params["artifact_root"], params["redis_url"], params["keep_indexes"])
+
+
 @dag(
     dag_id="recall_train_and_index",
     schedule="@daily",
@@ -74,7 +87,7 @@ def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
     tags=["recall"],
 )
 def recall_train_and_index() -> None:
-    build_index(load_user_vectors(train()))
+    build_index(load_user_vectors(train())) >> prune_user_vectors()
 
 
 @dag(
@@ -87,7 +100,7 @@ def recall_train_and_index() -> None:
     tags=["recall"],
 )
 def recall_rebuild_index() -> None:
-    build_index(load_user_vectors(latest_model()))
+    build_index(load_user_vectors(latest_model())) >> prune_user_vectors()
 
 
 recall_train_and_index()
