@@ -11,13 +11,19 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+ProgressCallback = Callable[[str], None]
+
+
+class PipelineError(RuntimeError):
+    """The DAG could not be run at all (parse error, unknown DAG id)."""
 
 
 @dataclass(frozen=True)
@@ -81,16 +87,74 @@ def _started(ti: Any) -> float:
     return ti.start_date.timestamp() if ti.start_date else float("inf")
 
 
-def run_dag(dag_id: str, conf: dict[str, Any], airflow_home: Path) -> PipelineRun:
+_PROGRESS_PATTERNS = (
+    (re.compile(r"\[DAG TEST\] starting task_id=(\w+)"), "running task {0}"),
+    (re.compile(r"epoch (\d+)/(\d+) loss ([\d.]+)"), "train: epoch {0}/{1}, loss {2}"),
+    (re.compile(r"index (\S+): recall@(\d+)=([\d.]+)"), "build_index: {0}, recall@{1} {2}"),
+)
+
+
+def progress_message(log_line: str) -> str | None:
+    """A short progress line for the few log lines a person watching wants, else None."""
+    for pattern, template in _PROGRESS_PATTERNS:
+        match = pattern.search(log_line)
+        if match:
+            return template.format(*match.groups())
+    return None
+
+
+class _LogFollower(threading.Thread):
+    """Reads a growing log file and reports progress_message() lines until stopped."""
+
+    def __init__(self, path: Path, on_progress: ProgressCallback) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.on_progress = on_progress
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with self.path.open("r", errors="replace") as log:
+            while True:
+                line = log.readline()
+                if line:
+                    message = progress_message(line)
+                    if message:
+                        self.on_progress(message)
+                elif self.done.wait(0.2):
+                    return
+
+
+def run_dag(
+    dag_id: str,
+    conf: dict[str, Any],
+    airflow_home: Path,
+    on_progress: ProgressCallback | None = None,
+) -> PipelineRun:
     """Migrate the metadata DB if needed, parse the DAGs, run ``dag_id`` once with ``conf``.
 
+    ``on_progress`` (optional) receives short progress lines ("train: epoch 3/20, loss 6.4")
+    from a thread that follows Airflow's log while the DAG runs.
+
     Raises:
-        RuntimeError: the DAG file does not parse or the DAG does not exist.
+        PipelineError: the DAG file does not parse or the DAG does not exist.
     """
     configure_airflow(airflow_home)
     logs = airflow_home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{dag_id}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    log_path.touch()
+    follower = _LogFollower(log_path, on_progress) if on_progress else None
+    if follower:
+        follower.start()
+    try:
+        return _run_logged(dag_id, conf, log_path)
+    finally:
+        if follower:
+            follower.done.set()
+            follower.join(5)
+
+
+def _run_logged(dag_id: str, conf: dict[str, Any], log_path: Path) -> PipelineRun:
     with _output_to(log_path):
         from airflow import settings
         from airflow.dag_processing.dagbag import DagBag
@@ -101,10 +165,10 @@ def run_dag(dag_id: str, conf: dict[str, Any], airflow_home: Path) -> PipelineRu
         db.initdb()
         bag = DagBag(dag_folder=str(DAGS_FOLDER))
         if bag.import_errors:
-            raise RuntimeError(f"DAG files failed to parse: {bag.import_errors} (log: {log_path})")
+            raise PipelineError(f"DAG files failed to parse: {bag.import_errors} (log: {log_path})")
         dag = bag.get_dag(dag_id)
         if dag is None:
-            raise RuntimeError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; found {sorted(bag.dag_ids)}")
+            raise PipelineError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; found {sorted(bag.dag_ids)}")
         dag_run = dag.test(run_conf=conf)
         outcomes = []
         for ti in sorted(dag_run.get_task_instances(), key=_started):

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from recall_cli import paths
 from recall_cli.local_redis import LocalRedis, port_in_use
+from recall_cli.progress import spinner_line
 
 DEMO_USERS = ("1", "42", "405", "no-such-user")
 
@@ -83,7 +84,7 @@ def run_demo(console: Console, epochs: int) -> int:
             3,
             "Airflow DAG recall_train_and_index: train → load user vectors → build index",
         )
-        with console.status(f"training {epochs} epochs, loading vectors, building the index…"):
+        with spinner_line(console, "Airflow is starting the DAG run…") as show:
             run = run_dag(
                 "recall_train_and_index",
                 {
@@ -94,6 +95,7 @@ def run_demo(console: Console, epochs: int) -> int:
                     "min_recall": 0.8,
                 },
                 paths.airflow_home(),
+                on_progress=lambda m: show(f"Airflow: {m}"),
             )
         for task in run.tasks:
             console.print(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,8 +40,21 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
-console = Console()
-err = Console(stderr=True)
+
+def _own_stream(stream: TextIO) -> TextIO:
+    """A private duplicate of ``stream``'s file descriptor.
+
+    `recall pipeline run` points fds 1 and 2 at Airflow's log file while the DAG runs; the
+    CLI's own progress and results must still reach the terminal.
+    """
+    try:
+        return os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8")
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return stream
+
+
+console = Console(file=_own_stream(sys.stdout))
+err = Console(file=_own_stream(sys.stderr), stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -52,6 +66,7 @@ def friendly_errors(fn: F) -> F:
         from pydantic import ValidationError
 
         from artifacts.errors import ArtifactError
+        from pipelines.runner import PipelineError
         from recall_cli.local_redis import RedisNotInstalled
         from serving.errors import RecallError
         from training.data.ml100k import FetchError
@@ -65,6 +80,7 @@ def friendly_errors(fn: F) -> F:
             DataFormatError,
             FetchError,
             RedisNotInstalled,
+            PipelineError,
             ValidationError,
             OSError,
         ) as exc:
@@ -274,6 +290,7 @@ def pipeline_run(
 ) -> None:
     """Run the train → load vectors → build index DAG through Airflow (dag.test, SQLite)."""
     from pipelines.runner import run_dag
+    from recall_cli.progress import spinner_line
 
     if not data.is_dir():
         raise OSError(f"data directory {data} does not exist (try `recall data fetch`)")
@@ -286,8 +303,10 @@ def pipeline_run(
     }
     logs = paths.airflow_home() / "logs"
     _stage(f"running Airflow DAG {dag_id} on {data} (Airflow log under {logs})")
-    with console.status("Airflow is running the DAG (train → load user vectors → build index)…"):
-        run = run_dag(dag_id, conf, paths.airflow_home())
+    with spinner_line(console, "Airflow is starting the DAG run…") as show:
+        run = run_dag(
+            dag_id, conf, paths.airflow_home(), on_progress=lambda m: show(f"Airflow: {m}")
+        )
     table = Table(title=f"{dag_id} run {run.run_id}: {run.state}")
     for col in ("task", "state", "seconds", "result"):
         table.add_column(col)

@@ -1,0 +1,100 @@
+"""The DAG wiring (parsed, not run) and the runner's pure helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+import pytest
+
+from pipelines.runner import DAGS_FOLDER, last_exception_line, progress_message
+
+
+@pytest.fixture(scope="module")
+def dags_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "recall_pipelines", DAGS_FOLDER / "recall_pipelines.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _edges(dag: object) -> set[tuple[str, str]]:
+    return {
+        (upstream, downstream)
+        for downstream, task in dag.task_dict.items()  # type: ignore[attr-defined]
+        for upstream in task.upstream_task_ids
+    }
+
+
+def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
+    dags_module: ModuleType,
+) -> None:
+    dag = dags_module.recall_train_and_index()
+    assert dag.dag_id == "recall_train_and_index"
+    assert _edges(dag) == {
+        ("train", "load_user_vectors"),
+        ("load_user_vectors", "build_index"),
+        ("build_index", "prune_user_vectors"),
+    }
+    assert set(dag.params.keys()) >= {
+        "data_dir",
+        "artifact_root",
+        "redis_url",
+        "epochs",
+        "min_recall",
+        "keep_indexes",
+    }
+
+
+def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> None:
+    dag = dags_module.recall_rebuild_index()
+    assert _edges(dag) == {
+        ("latest_model", "load_user_vectors"),
+        ("load_user_vectors", "build_index"),
+        ("build_index", "prune_user_vectors"),
+    }
+
+
+def test_dag_file_imports_neither_tensorflow_nor_faiss_at_parse_time(
+    dags_module: ModuleType,
+) -> None:
+    names = set(vars(dags_module))
+    assert not names & {"tensorflow", "tf", "faiss", "training", "serving"}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "2026-11-23T08:20:16Z [info ] [DAG TEST] starting task_id=train map_index=-1",
+            "running task train",
+        ),
+        (
+            "2026-11-23T08:20:38Z [info ] epoch 3/20 loss 6.4356   [training.train]",
+            "train: epoch 3/20, loss 6.4356",
+        ),
+        (
+            "[info] index IVF43,PQ16x8: recall@10=0.8668 (min 0.80)",
+            "build_index: IVF43,PQ16x8, recall@10 0.8668",
+        ),
+        ("[info] Task instance state updated", None),
+    ],
+)
+def test_progress_message(line: str, expected: str | None) -> None:
+    assert progress_message(line) == expected
+
+
+def test_last_exception_line_finds_the_root_failure() -> None:
+    log = "\n".join(
+        [
+            "redis.exceptions.ConnectionError: Error 111 connecting to 127.0.0.1:6399.",
+            "The above exception was the direct cause of the following exception:",
+            "serving.errors.BackendUnavailable: writing user vectors to Redis failed: Error 111",
+            "[info] marking run failed",
+        ]
+    )
+    assert last_exception_line(log).startswith("serving.errors.BackendUnavailable: writing")
+    assert last_exception_line("all good\n") == ""
