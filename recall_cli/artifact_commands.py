@@ -1,0 +1,230 @@
+"""`recall data|train|evaluate|index|vectors|pipeline`: the stages that make data and
+artifacts, each runnable by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from recall_cli import paths
+from recall_cli.output import ArtifactRoot, RedisUrl, console, err, friendly_errors, stage
+
+data_app = typer.Typer(
+    help="Input data: fetch ML-100K, generate synthetic data.", no_args_is_help=True
+)
+index_app = typer.Typer(help="Faiss index artifacts.", no_args_is_help=True)
+vectors_app = typer.Typer(help="User vectors in Redis.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="Airflow pipelines.", no_args_is_help=True)
+
+
+@data_app.command("fetch")
+@friendly_errors
+def data_fetch(
+    out: Annotated[
+        Path, typer.Option(help="Where to write the data directory.")
+    ] = paths.data_dir(),
+    force: bool = False,
+) -> None:
+    """Get ML-100K from the recbole wheel on PyPI (SHA-256 pinned) into OUT."""
+    from training.data.ml100k import fetch_ml100k
+
+    stage(f"fetching ML-100K into {out}")
+    fetch_ml100k(out, paths.cache_dir(), force=force)
+    console.print(f"  [green]ok[/] {out}")
+
+
+@data_app.command("synth")
+@friendly_errors
+def data_synth(
+    out: Path,
+    users: int = 500,
+    items: int = 800,
+    per_user: int = 20,
+    seed: int = 0,
+) -> None:
+    """Write a seeded synthetic data directory to OUT."""
+    from training.data.schema import write_dataset
+    from training.data.synthetic import generate
+
+    data = generate(users, items, per_user, seed=seed)
+    write_dataset(out, data.interactions, data.items, data.users)
+    console.print(f"[green]ok[/] {len(data.interactions)} interactions → {out}")
+
+
+# ---------------------------------------------------------------- stages
+@friendly_errors
+def train(
+    data: Annotated[Path, typer.Option(help="Data directory.")] = paths.data_dir(),
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    epochs: int = 20,
+    embedding_dim: int = 32,
+) -> None:
+    """Train the two towers on DATA and publish a model artifact."""
+    from rich.progress import Progress
+
+    from training import tasks
+
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("training", total=epochs)
+
+        def on_epoch(epoch: int, total: int, loss: float) -> None:
+            progress.update(
+                bar, completed=epoch, description=f"epoch {epoch}/{total} loss {loss:.3f}"
+            )
+
+        uri = tasks.train(
+            data, artifact_root, {"epochs": epochs, "embedding_dim": embedding_dim}, on_epoch
+        )
+    console.print(f"[green]model[/] {uri}")
+    evaluate(model_version=Path(uri).name, artifact_root=artifact_root)
+
+
+@friendly_errors
+def evaluate(
+    model_version: Annotated[str | None, typer.Option(help="Default: LATEST.")] = None,
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+) -> None:
+    """Show a model's held-out metrics (recall@k vs the popularity baseline)."""
+    from artifacts.store import ArtifactStore
+
+    store = ArtifactStore(artifact_root)
+    version = store.resolve("models", model_version)
+    metrics = json.loads((store.local_dir("models", version) / "metrics.json").read_text())
+    table = Table(title=f"model {version}: leave-last-out evaluation")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@index_app.command("build")
+@friendly_errors
+def index_build(
+    model_version: Annotated[str | None, typer.Option(help="Default: LATEST model.")] = None,
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    min_recall: Annotated[float, typer.Option(help="Quality gate: ANN recall@10 vs exact.")] = 0.8,
+    cpu: Annotated[bool, typer.Option(help="Build on CPU even if a GPU is present.")] = False,
+) -> None:
+    """Build, gate and publish an IVF-PQ index for a model."""
+    from artifacts.store import ArtifactStore
+    from serving import tasks
+
+    store = ArtifactStore(artifact_root)
+    model_uri = store.uri("models", store.resolve("models", model_version))
+    stage(f"building index for {model_uri}")
+    uri = tasks.build_index(model_uri, min_recall=min_recall, allow_gpu=not cpu)
+    manifest = json.loads(
+        (Path(store.local_dir("indexes", Path(uri).name)) / "manifest.json").read_text()
+    )
+    console.print(
+        f"[green]index[/] {uri}\n  {manifest['factory']} nprobe={manifest['nprobe']} "
+        f"items={manifest['item_count']} device={manifest['build_device']} "
+        f"recall@{manifest['quality']['k']}={manifest['quality']['recall']}"
+    )
+
+
+@index_app.command("list")
+@friendly_errors
+def index_list(artifact_root: ArtifactRoot = paths.default_artifact_root()) -> None:
+    """List published index versions (LATEST marked)."""
+    from artifacts.errors import ArtifactNotFound
+    from artifacts.store import ArtifactStore
+
+    store = ArtifactStore(artifact_root)
+    try:
+        latest = store.latest("indexes")
+    except ArtifactNotFound:
+        latest = ""
+    for version in store.versions("indexes"):
+        console.print(f"{version}{'  ← LATEST' if version == latest else ''}")
+
+
+@vectors_app.command("load")
+@friendly_errors
+def vectors_load(
+    model_version: Annotated[str | None, typer.Option(help="Default: LATEST model.")] = None,
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    redis_url: RedisUrl = paths.default_redis_url(),
+) -> None:
+    """Write a model's user vectors into Redis under its model version."""
+    from rich.progress import Progress
+
+    from artifacts.store import ArtifactStore
+    from serving import tasks
+
+    store = ArtifactStore(artifact_root)
+    model_uri = store.uri("models", store.resolve("models", model_version))
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("loading user vectors", total=None)
+        count = tasks.load_vectors(
+            model_uri,
+            redis_url,
+            lambda done, total: progress.update(bar, completed=done, total=total),
+        )
+    console.print(f"[green]ok[/] {count} user vectors → {redis_url}")
+
+
+@vectors_app.command("prune")
+@friendly_errors
+def vectors_prune(
+    keep_indexes: Annotated[
+        int, typer.Option(help="Keep vectors of the models of this many newest indexes.")
+    ] = 3,
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    redis_url: RedisUrl = paths.default_redis_url(),
+) -> None:
+    """Delete user vectors of models that no recent index (nor LATEST model) needs."""
+    from serving import tasks
+
+    deleted = tasks.prune_vectors(artifact_root, redis_url, keep_indexes)
+    console.print(
+        f"deleted the user vectors of {len(deleted)} model(s): {', '.join(deleted) or '-'}"
+    )
+
+
+@pipeline_app.command("run")
+@friendly_errors
+def pipeline_run(
+    data: Annotated[
+        Path, typer.Option(help="Data directory (any catalog in the data format).")
+    ] = paths.data_dir(),
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    redis_url: RedisUrl = paths.default_redis_url(),
+    epochs: int = 20,
+    min_recall: float = 0.8,
+    dag_id: str = "recall_train_and_index",
+) -> None:
+    """Run the train → load vectors → build index DAG through Airflow (dag.test, SQLite)."""
+    from pipelines.runner import run_dag
+    from recall_cli.progress import spinner_line
+
+    if not data.is_dir():
+        raise OSError(f"data directory {data} does not exist (try `recall data fetch`)")
+    conf = {
+        "data_dir": str(data.resolve()),
+        "artifact_root": artifact_root,
+        "redis_url": redis_url,
+        "epochs": epochs,
+        "min_recall": min_recall,
+    }
+    logs = paths.airflow_home() / "logs"
+    stage(f"running Airflow DAG {dag_id} on {data} (Airflow log under {logs})")
+    with spinner_line(console, "Airflow is starting the DAG run…") as show:
+        run = run_dag(
+            dag_id, conf, paths.airflow_home(), on_progress=lambda m: show(f"Airflow: {m}")
+        )
+    table = Table(title=f"{dag_id} run {run.run_id}: {run.state}")
+    for col in ("task", "state", "seconds", "result"):
+        table.add_column(col)
+    for t in run.tasks:
+        table.add_row(t.task_id, t.state, f"{t.seconds:.1f}", str(t.result or ""))
+    console.print(table)
+    if not run.succeeded:
+        err.print(f"[bold red]error:[/] pipeline {run.state}: {run.failure or 'see the log'}")
+        err.print(f"Airflow log: {run.log_path}")
+        raise typer.Exit(1)

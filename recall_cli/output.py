@@ -1,0 +1,80 @@
+"""How the `recall` command talks to people: consoles, stage lines, friendly errors."""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TextIO, TypeVar
+
+import typer
+from rich.console import Console
+
+
+def _own_stream(stream: TextIO) -> TextIO:
+    """A private duplicate of ``stream``'s file descriptor.
+
+    `recall pipeline run` points fds 1 and 2 at Airflow's log file while the DAG runs; the
+    CLI's own progress and results must still reach the terminal.
+    """
+    try:
+        return os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8")
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return stream
+
+
+console = Console(file=_own_stream(sys.stdout))
+err = Console(file=_own_stream(sys.stderr), stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn expected failures into `error: …` + exit 1 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        from artifacts.errors import ArtifactError
+        from pipelines.runner import PipelineError
+        from recall_cli.local_redis import RedisNotInstalled
+        from serving.errors import RecallError
+        from training.data.ml100k import FetchError
+        from training.data.schema import DataFormatError
+
+        try:
+            return fn(*args, **kwargs)
+        except (
+            ArtifactError,
+            RecallError,
+            DataFormatError,
+            FetchError,
+            RedisNotInstalled,
+            PipelineError,
+            ValidationError,
+            OSError,
+        ) as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            import grpc
+
+            if isinstance(exc, grpc.RpcError):
+                err.print(f"[bold red]error:[/] {exc.code().name}: {exc.details()}")
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    err.print("is a recall server running there? (`make serve` starts one)")
+                raise typer.Exit(1) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stage(text: str) -> None:
+    """A stage line: what the command is doing now."""
+    console.print(f"[bold cyan]▸[/] {text}")
+
+
+ArtifactRoot = Annotated[str, typer.Option(help="Artifact store root (path or fsspec URL).")]
+RedisUrl = Annotated[str, typer.Option(help="Redis holding user vectors.")]

@@ -1,0 +1,165 @@
+"""`recall serve|query|status|load-index|redis`: running and talking to recall servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from recall_cli import paths
+from recall_cli.output import console, friendly_errors
+
+redis_app = typer.Typer(help="The project-local Redis server.", no_args_is_help=True)
+
+
+@friendly_errors
+def serve(
+    port: Annotated[int | None, typer.Option(help="Default: $RECALL_PORT or 50051.")] = None,
+    admin_port: Annotated[
+        int | None, typer.Option(help="Default: $RECALL_ADMIN_PORT or 50052.")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Default: $RECALL_REDIS_URL.")] = None,
+    artifact_root: Annotated[
+        str | None, typer.Option(help="Default: $RECALL_ARTIFACT_ROOT or $RECALL_HOME/artifacts.")
+    ] = None,
+) -> None:
+    """Run a recall server on the latest published index until Ctrl-C / SIGTERM.
+
+    Every setting (serving/config.py) comes from RECALL_* env vars or the YAML file named by
+    RECALL_CONFIG; options given here win over both.
+    """
+    from serving.config import load_settings
+    from serving.server import run_forever
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings(
+        port=port, admin_port=admin_port, redis_url=redis_url, artifact_root=artifact_root
+    )
+    asyncio.run(run_forever(settings))
+
+
+def _target(port: int) -> str:
+    return f"{os.environ.get('RECALL_HOST', '127.0.0.1')}:{port}"
+
+
+@friendly_errors
+def query(
+    user: Annotated[list[str], typer.Option("--user", "-u", help="User id (repeatable).")],
+    k: Annotated[int, typer.Option("--k", "-k", help="Candidates per user.")] = 10,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Item id to exclude (repeatable).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Data directory, to show item titles.")] = None,
+    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+) -> None:
+    """Ask a running recall server for candidates and print them."""
+    from serving.api.recall.v1 import recall_pb2
+    from serving.client import RecallClient
+
+    titles: dict[str, str] = {}
+    if data is not None:
+        from training.data.schema import load_dataset
+
+        titles = load_dataset(data).item_titles()
+    client = RecallClient(_target(port))
+    try:
+        for user_id in user:
+            reply = client.recall(user_id, k, exclude or [])
+            source = recall_pb2.Source.Name(reply.source)
+            table = Table(
+                title=f"user {user_id}: {source}",
+                caption=f"model {reply.model_version} · index {reply.index_version}",
+                min_width=64,
+            )
+            table.add_column("#", justify="right")
+            table.add_column("item")
+            if titles:
+                table.add_column("title")
+            table.add_column("score", justify="right")
+            for rank, c in enumerate(reply.candidates, 1):
+                row = [str(rank), c.item_id] + ([titles.get(c.item_id, "?")] if titles else [])
+                table.add_row(*row, f"{c.score:.4f}")
+            console.print(table)
+    finally:
+        client.close()
+
+
+@friendly_errors
+def status(
+    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+    admin_port: Annotated[int, typer.Option(envvar="RECALL_ADMIN_PORT")] = 50052,
+) -> None:
+    """Show what a running server serves (RecallAdmin/GetStatus)."""
+    from serving.client import RecallClient
+
+    client = RecallClient(_target(port), _target(admin_port))
+    try:
+        s = client.status()
+    finally:
+        client.close()
+    console.print_json(
+        json.dumps(
+            {
+                "index_version": s.index_version,
+                "model_version": s.model_version,
+                "item_count": s.item_count,
+                "factory": s.factory,
+                "nprobe": s.nprobe,
+                "loaded_at_unix": s.loaded_at_unix,
+                "redis_healthy": s.redis_healthy,
+                "redis_detail": s.redis_detail,
+            }
+        )
+    )
+
+
+@friendly_errors
+def load_index(
+    version: Annotated[str, typer.Argument(help="Index version; empty = LATEST.")] = "",
+    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+    admin_port: Annotated[int, typer.Option(envvar="RECALL_ADMIN_PORT")] = 50052,
+) -> None:
+    """Tell a running server to verify, load and swap to an index version (rollback too)."""
+    from serving.client import RecallClient
+
+    client = RecallClient(_target(port), _target(admin_port))
+    try:
+        reply = client.load_index(version)
+    finally:
+        client.close()
+    console.print(
+        f"[green]serving[/] index {reply.index_version} (model {reply.model_version}, "
+        f"{reply.item_count} items); was {reply.previous_index_version or 'none'}"
+    )
+
+
+# ---------------------------------------------------------------- local redis
+def _local_redis() -> Any:
+    from recall_cli.local_redis import LocalRedis
+
+    return LocalRedis(paths.redis_dir(), paths.redis_port())
+
+
+@redis_app.command("start")
+@friendly_errors
+def redis_start() -> None:
+    """Start the project-local Redis (127.0.0.1:$RECALL_REDIS_PORT, data in var/redis)."""
+    local = _local_redis()
+    started = local.start()
+    console.print(f"redis {'started' if started else 'already running'} at {local.url}")
+
+
+@redis_app.command("stop")
+@friendly_errors
+def redis_stop() -> None:
+    """Stop the project-local Redis (snapshotting its data)."""
+    _local_redis().stop()
+    console.print("redis stopped")
