@@ -116,6 +116,8 @@ def status(
                 "loaded_at_unix": s.loaded_at_unix,
                 "redis_healthy": s.redis_healthy,
                 "redis_detail": s.redis_detail,
+                "user_vectors_loaded": s.user_vectors_loaded,
+                "user_vector_count": s.user_vector_count,
             }
         )
     )

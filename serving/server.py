@@ -104,6 +104,11 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
             response.loaded_at_unix = loaded.loaded_at
             response.factory = loaded.manifest.factory
             response.nprobe = self.server.settings.nprobe or loaded.manifest.nprobe
+            if healthy:
+                meta = await self.server.vectors.meta(loaded.model_version)
+                count = meta.get("count") if meta else None
+                response.user_vectors_loaded = meta is not None
+                response.user_vector_count = count if isinstance(count, int) else 0
         return response
 
     @grpc_method("LoadIndex")

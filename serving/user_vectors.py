@@ -162,6 +162,14 @@ class UserVectorStore:
             raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
         return [None if raw is None else decode_vector(raw, dim) for raw in raws]
 
+    async def meta(self, model_version: str) -> dict[str, object] | None:
+        """The load record of ``model_version`` (dim, dtype, count, loaded_at), or None."""
+        try:
+            raw = await self._client.get(meta_key(model_version))
+        except (redis.RedisError, OSError) as exc:
+            raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
+        return None if raw is None else dict(json.loads(raw))
+
     async def ping(self) -> tuple[bool, str]:
         """(healthy, detail) without raising."""
         try:

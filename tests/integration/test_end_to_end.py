@@ -143,6 +143,10 @@ def test_health_and_status(pipeline: Pipeline, client: RecallClient) -> None:
     assert status.index_version == manifest(pipeline.index_dir)["index_version"]
     assert status.item_count == manifest(pipeline.index_dir)["item_count"]
     assert status.redis_healthy
+    assert status.user_vectors_loaded
+    assert status.user_vector_count == len(
+        json.loads((pipeline.model_dir / "user_ids.json").read_text())
+    )
 
 
 def test_tampered_index_is_refused_and_old_one_keeps_serving(
