@@ -50,6 +50,7 @@ COPY serving/ serving/
 COPY pipelines/ pipelines/
 COPY artifacts/ artifacts/
 COPY recall_cli/ recall_cli/
+COPY bench/ bench/
 # --no-build-isolation: build with the setuptools/wheel pinned in requirements.lock (already
 # in /opt/venv) instead of fetching unpinned ones.
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -93,6 +94,7 @@ COPY serving/ serving/
 COPY pipelines/ pipelines/
 COPY artifacts/ artifacts/
 COPY recall_cli/ recall_cli/
+COPY bench/ bench/
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it (10001 = recall).
 USER 10001:10001
