@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recall_cli.local_redis import LocalRedis, free_port
+
+# Importing Airflow (the DAG-parsing unit tests do) creates $AIRFLOW_HOME; keep it out of ~.
+os.environ.setdefault("AIRFLOW_HOME", os.path.join(tempfile.gettempdir(), "recall-tests-airflow"))
 
 
 @pytest.fixture(scope="session")
