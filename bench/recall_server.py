@@ -11,6 +11,7 @@ loaded into a throwaway redis-server, and a server process is started on free po
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import faiss
+import grpc
 import numpy as np
 import redis
 from grpc_health.v1 import health_pb2
@@ -29,7 +31,7 @@ from artifacts.checksums import MANIFEST_NAME, list_files
 from artifacts.store import ArtifactStore
 from bench.index_search import clustered_unit_vectors
 from recall_cli.local_redis import LocalRedis, free_port
-from serving.api.recall.v1 import recall_pb2
+from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.client import RecallClient
 from serving.index.artifact import INDEX_KIND, publish_index
 from serving.index.loaded import load_index_dir
@@ -55,6 +57,29 @@ def write_vector_model(out: Path, n_users: int, n_items: int, dim: int) -> None:
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
+async def recall_concurrently(
+    target: str, users: list[str], k: int, in_flight: int
+) -> tuple[list[float], float]:
+    """Each request's latency with ``in_flight`` requests outstanding, and requests/s."""
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(in_flight)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = recall_pb2_grpc.RecallServiceStub(channel)
+
+        async def one(user: str) -> None:
+            async with gate:
+                started = time.perf_counter()
+                await stub.Recall(recall_pb2.RecallRequest(user_id=user, k=k), timeout=10)
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(one(u) for u in users[:100]))  # warm-up
+        latencies.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(one(u) for u in users))
+        rate = len(users) / (time.perf_counter() - started)
+    return latencies, rate
+
+
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
     ms = np.array(samples) * 1e3
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.mean())
@@ -70,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--in-flight", type=int, default=16)
     args = ap.parse_args(argv)
     rng = random.Random(0)
     faiss.omp_set_num_threads(1)
@@ -143,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
                 client.batch_recall(requests)
                 batched.append((time.perf_counter() - started) / len(requests))
             client.close()
+            concurrent, concurrent_rate = asyncio.run(
+                recall_concurrently(f"127.0.0.1:{port}", users, args.k, args.in_flight)
+            )
         finally:
             if server is not None:
                 server.terminate()
@@ -157,15 +186,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{'path':<44} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>8} {'× floor':>8}")
     rows = [
-        ("floor: Redis GET + Faiss search, in-process", floor),
-        ("gRPC round trip, no work (health Check)", round_trip),
-        ("Recall over gRPC (one request at a time)", unary),
-        (f"BatchRecall, {args.batch} users/call (per user)", batched),
+        ("floor: Redis GET + Faiss search, in-process", floor, None),
+        ("gRPC round trip, no work (health Check)", round_trip, None),
+        ("Recall over gRPC (one request at a time)", unary, None),
+        (f"Recall, {args.in_flight} in flight (latency; rate)", concurrent, concurrent_rate),
+        (f"BatchRecall, {args.batch} users/call (per user)", batched, None),
     ]
-    for label, samples in rows:
+    for label, samples, rate in rows:
         p50, p99, mean = percentiles(samples)
+        per_second = rate if rate is not None else 1 / (mean / 1000)
         print(
-            f"{label:<44} {p50:>8.3f} {p99:>8.3f} {mean:>8.3f} {1000 / mean:>8.0f} "
+            f"{label:<44} {p50:>8.3f} {p99:>8.3f} {mean:>8.3f} {per_second:>8.0f} "
             f"{mean / fmean:>7.2f}x"
         )
 
