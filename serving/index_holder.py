@@ -60,7 +60,8 @@ class IndexHolder:
             (new index, previous index or None).
         """
         async with self._load_lock:
-            resolved = self.resolve(version)
+            # Store look-ups may be network calls (fsspec URLs): keep them off the event loop.
+            resolved = await asyncio.to_thread(self.resolve, version)
             loaded = await asyncio.to_thread(self._load_blocking, resolved)
             previous, self._current = self._current, loaded
             log.info(

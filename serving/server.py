@@ -218,7 +218,7 @@ class RecallServer:
             await asyncio.sleep(self.settings.watch_interval_s)
             latest: str | None = None
             try:
-                latest = self.holder.resolve(None)
+                latest = await asyncio.to_thread(self.holder.resolve, None)
                 current = self.holder.current_or_none()
                 if latest != failed and (current is None or current.index_version != latest):
                     await self.load_index(latest)
