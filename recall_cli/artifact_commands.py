@@ -195,11 +195,21 @@ def pipeline_run(
     ] = paths.data_dir(),
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     redis_url: RedisUrl = paths.default_redis_url(),
-    epochs: int = 20,
-    min_recall: float = 0.8,
-    dag_id: str = "recall_train_and_index",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
+    min_recall: Annotated[
+        float, typer.Option(help="Quality gate: minimum ANN recall@10 vs exact search.")
+    ] = 0.8,
+    keep_indexes: Annotated[
+        int, typer.Option(help="Keep Redis user vectors for the models of this many indexes.")
+    ] = 3,
+    dag_id: Annotated[
+        str, typer.Option(help="recall_train_and_index, or recall_rebuild_index.")
+    ] = "recall_train_and_index",
 ) -> None:
-    """Run the train → load vectors → build index DAG through Airflow (dag.test, SQLite)."""
+    """Run a recall DAG through Airflow (dag.test() on a local SQLite metadata DB).
+
+    recall_train_and_index: train → load user vectors → build index → prune old vectors.
+    """
     from pipelines.runner import run_dag
     from recall_cli.progress import spinner_line
 
@@ -211,6 +221,7 @@ def pipeline_run(
         "redis_url": redis_url,
         "epochs": epochs,
         "min_recall": min_recall,
+        "keep_indexes": keep_indexes,
     }
     logs = paths.airflow_home() / "logs"
     stage(f"running Airflow DAG {dag_id} on {data} (Airflow log under {logs})")
