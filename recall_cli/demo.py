@@ -149,7 +149,8 @@ def run_demo(console: Console, epochs: int) -> int:
             )
             table.add_column("#", justify="right")
             table.add_column("movie")
-            table.add_column("score", justify="right")
+            fallback = reply.source == recall_pb2.SOURCE_FALLBACK
+            table.add_column("popularity share" if fallback else "score", justify="right")
             for rank, c in enumerate(reply.candidates, 1):
                 table.add_row(str(rank), titles.get(c.item_id, c.item_id), f"{c.score:.3f}")
             console.print(table)

@@ -83,7 +83,8 @@ def query(
             table.add_column("item")
             if titles:
                 table.add_column("title")
-            table.add_column("score", justify="right")
+            fallback = reply.source == recall_pb2.SOURCE_FALLBACK
+            table.add_column("popularity share" if fallback else "score", justify="right")
             for rank, c in enumerate(reply.candidates, 1):
                 row = [str(rank), c.item_id] + ([titles.get(c.item_id, "?")] if titles else [])
                 table.add_row(*row, f"{c.score:.4f}")
