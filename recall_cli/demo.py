@@ -10,10 +10,10 @@ import sys
 import time
 
 from rich.console import Console
-from rich.table import Table
 
 from recall_cli import paths
 from recall_cli.local_redis import LocalRedis, port_in_use
+from recall_cli.output import candidates_table
 from recall_cli.progress import spinner_line
 
 DEMO_USERS = ("1", "42", "405", "no-such-user")
@@ -49,7 +49,6 @@ def _print_quality(console: Console, artifact_root: str) -> None:
 def run_demo(console: Console, epochs: int) -> int:
     """Returns the process exit code. Starts Redis and a server; always stops both."""
     from pipelines.runner import run_dag
-    from serving.api.recall.v1 import recall_pb2
     from serving.client import RecallClient
     from training.data.ml100k import fetch_ml100k
     from training.data.schema import load_dataset
@@ -141,19 +140,7 @@ def run_demo(console: Console, epochs: int) -> int:
         _stage(console, 5, "query top-10 candidates over gRPC")
         titles = load_dataset(data).item_titles()
         for user in DEMO_USERS:
-            reply = client.recall(user, 10)
-            table = Table(
-                title=f"user {user} — {recall_pb2.Source.Name(reply.source)}",
-                caption=f"model {reply.model_version} · index {reply.index_version}",
-                min_width=64,
-            )
-            table.add_column("#", justify="right")
-            table.add_column("movie")
-            fallback = reply.source == recall_pb2.SOURCE_FALLBACK
-            table.add_column("popularity share" if fallback else "score", justify="right")
-            for rank, c in enumerate(reply.candidates, 1):
-                table.add_row(str(rank), titles.get(c.item_id, c.item_id), f"{c.score:.3f}")
-            console.print(table)
+            console.print(candidates_table(user, client.recall(user, 10), titles))
         client.close()
         console.print(f"[bold green]demo finished in {time.monotonic() - began:.0f} s[/]")
         return 0

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 
 def _own_stream(stream: TextIO) -> TextIO:
@@ -69,6 +70,27 @@ def friendly_errors(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def candidates_table(user_id: str, reply: Any, titles: dict[str, str]) -> Table:
+    """A RecallResponse as a table: rank, item, title (when known), score."""
+    from serving.api.recall.v1 import recall_pb2
+
+    table = Table(
+        title=f"user {user_id} — {recall_pb2.Source.Name(reply.source)}",
+        caption=f"model {reply.model_version} · index {reply.index_version}",
+        min_width=64,
+    )
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    if titles:
+        table.add_column("title")
+    fallback = reply.source == recall_pb2.SOURCE_FALLBACK
+    table.add_column("popularity share" if fallback else "score", justify="right")
+    for rank, c in enumerate(reply.candidates, 1):
+        title = [titles.get(c.item_id, "?")] if titles else []
+        table.add_row(str(rank), c.item_id, *title, f"{c.score:.4f}")
+    return table
 
 
 def stage(text: str) -> None:

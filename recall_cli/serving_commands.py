@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from recall_cli import paths
-from recall_cli.output import console, friendly_errors
+from recall_cli.output import candidates_table, console, friendly_errors
 
 redis_app = typer.Typer(help="The project-local Redis server.", no_args_is_help=True)
 
@@ -61,7 +60,6 @@ def query(
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
 ) -> None:
     """Ask a running recall server for candidates and print them."""
-    from serving.api.recall.v1 import recall_pb2
     from serving.client import RecallClient
 
     titles: dict[str, str] = {}
@@ -73,22 +71,7 @@ def query(
     try:
         for user_id in user:
             reply = client.recall(user_id, k, exclude or [])
-            source = recall_pb2.Source.Name(reply.source)
-            table = Table(
-                title=f"user {user_id}: {source}",
-                caption=f"model {reply.model_version} · index {reply.index_version}",
-                min_width=64,
-            )
-            table.add_column("#", justify="right")
-            table.add_column("item")
-            if titles:
-                table.add_column("title")
-            fallback = reply.source == recall_pb2.SOURCE_FALLBACK
-            table.add_column("popularity share" if fallback else "score", justify="right")
-            for rank, c in enumerate(reply.candidates, 1):
-                row = [str(rank), c.item_id] + ([titles.get(c.item_id, "?")] if titles else [])
-                table.add_row(*row, f"{c.score:.4f}")
-            console.print(table)
+            console.print(candidates_table(user_id, reply, titles))
     finally:
         client.close()
 

@@ -97,8 +97,13 @@ class RecallEngine:
 
     async def recall(self, queries: Sequence[RecallQuery]) -> list[RecallResult]:
         """Serve several queries against one index snapshot; results in query order."""
-        for query in queries:
-            validate_query(query, self.max_k)
+        for i, query in enumerate(queries):
+            try:
+                validate_query(query, self.max_k)
+            except InvalidRequest as exc:
+                if len(queries) == 1:
+                    raise
+                raise InvalidRequest(f"requests[{i}]: {exc}") from exc
         loaded = self.holder.current()
         vectors = await self.vectors.get_many(
             loaded.model_version, [q.user_id for q in queries], loaded.manifest.dim

@@ -28,7 +28,6 @@ from serving.recall_engine import (
     RecallQuery,
     RecallResult,
     Source,
-    validate_query,
 )
 from serving.user_vectors import UserVectorStore
 
@@ -76,13 +75,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             raise InvalidRequest(
                 f"at most {self.max_batch} requests per batch, got {len(request.requests)}"
             )
-        queries = [_query(r) for r in request.requests]
-        for i, query in enumerate(queries):
-            try:
-                validate_query(query, self.engine.max_k)
-            except InvalidRequest as exc:
-                raise InvalidRequest(f"requests[{i}]: {exc}") from exc
-        results = await self.engine.recall(queries)
+        results = await self.engine.recall([_query(r) for r in request.requests])
         return recall_pb2.BatchRecallResponse(responses=[_response(r) for r in results])
 
 
