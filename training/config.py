@@ -2,24 +2,71 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from training.features import FeatureSpec
 
 
 class TrainConfig(BaseModel):
-    """What `recall train` and the training DAG task accept."""
+    """What `recall train`, the training DAG task and `recall evaluate` accept.
+
+    Epochs are chosen on a temporal validation split (each user's second-to-last
+    interaction) with early stopping; the published model is then refitted on all
+    interactions for that many epochs (``final_fit="all"``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    embedding_dim: int = Field(32, ge=2, le=1024, description="Output size of both towers.")
-    epochs: int = Field(20, ge=1, le=1000, description="Passes over the training split.")
-    batch_size: int = Field(
-        1024, ge=8, description="Interactions per step; also the number of in-batch negatives."
+    embedding_dim: int = Field(64, ge=2, le=1024, description="Output size of both towers.")
+    id_embedding_dim: int = Field(
+        64, ge=2, le=1024, description="Item/user id embedding size (item table shared)."
     )
-    learning_rate: float = Field(0.01, gt=0, description="Adam learning rate.")
-    temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine scores.")
+    feature_embedding_dim: int = Field(16, ge=1, le=256, description="Per-feature embedding.")
+    hidden_units: list[int] = Field(
+        default_factory=list, description="Hidden ReLU layers of each tower's head."
+    )
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    use_history: bool = Field(True, description="User tower reads the user's recent items.")
+    use_user_id: bool = Field(True, description="User tower has a user id embedding.")
+    use_item_features: bool = Field(True, description="Item tower reads the item columns.")
+    use_user_features: bool = Field(True, description="User tower reads the user columns.")
+    history_length: int = Field(50, ge=1, le=1000, description="Most recent items read.")
+    history_decay: float = Field(
+        0.98, gt=0, le=1, description="Initial recency weight ratio between positions."
+    )
+    user_id_dropout: float = Field(
+        0.3, ge=0, lt=1, description="Share of examples trained as an unknown user."
+    )
+    epochs: int = Field(
+        30, ge=1, le=1000, description="Most passes over the data (early stopping may stop sooner)."
+    )
+    patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
+    early_stopping_metric: str = Field(
+        "val_recall@10", description="Validation metric maximised by early stopping."
+    )
+    final_fit: Literal["all", "holdout"] = Field(
+        "all",
+        description="Publish a refit on all interactions ('all') or the model trained "
+        "without each user's last interaction ('holdout').",
+    )
+    batch_size: int = Field(1024, ge=8, description="Interactions per step.")
+    learning_rate: float = Field(0.003, gt=0, description="Adam learning rate.")
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature on cosine scores.")
+    negatives: Literal["auto", "full", "in_batch", "mixed"] = Field(
+        "auto",
+        description="Softmax over the whole catalogue, in-batch negatives, or in-batch plus "
+        "uniform samples; auto = full up to full_softmax_max_items items, else mixed.",
+    )
+    full_softmax_max_items: int = Field(20_000, ge=1)
+    uniform_negatives: int = Field(
+        1024, ge=0, description="Uniformly sampled negatives per batch (mixed)."
+    )
     logq_correction: bool = Field(
         True,
-        description="Subtract log item frequency from in-batch logits (popularity de-biasing).",
+        description="Subtract log item frequency from sampled logits (popularity de-biasing).",
     )
-    eval_k: list[int] = Field([10, 50], description="k values for recall@k on the held-out split.")
-    seed: int = Field(0, description="Seed for initialisation and shuffling.")
+    eval_k: list[int] = Field([10, 50, 100], description="Cut-offs for held-out metrics.")
+    seed: int = Field(0, description="Seed for initialisation, dropout and shuffling.")
+    verbose: int = Field(0, ge=0, le=2, description="Keras progress output (1 = bar).")

@@ -62,6 +62,42 @@ def recall_at_k(
     return {f"recall@{k}": hits[k] / n for k in ks}
 
 
+def ranking_metrics(
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    target_items: np.ndarray,
+    seen: list[np.ndarray],
+    ks: list[int],
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Exact-search recall@k and NDCG@k (every k), MRR@min(k), one held-out item per user.
+
+    Args as for ``recall_at_k``. With one relevant item, NDCG@k is 1/log2(rank + 1) when
+    the item ranks within k (rank 1 = best) and MRR@k is 1/rank.
+    """
+    max_k = min(max(ks), item_vectors.shape[0])
+    ranks = np.full(len(user_vectors), np.inf)
+    for start in range(0, len(user_vectors), chunk):
+        scores = user_vectors[start : start + chunk] @ item_vectors.T
+        for row, seen_items in enumerate(seen[start : start + chunk]):
+            scores[row, seen_items] = -np.inf
+        top = np.argpartition(-scores, max_k - 1, axis=1)[:, :max_k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        match = top == target_items[start : start + chunk, None]
+        found = match.any(axis=1)
+        ranks[start : start + chunk][found] = match.argmax(axis=1)[found] + 1
+    n = max(len(user_vectors), 1)
+    out: dict[str, float] = {}
+    for k in ks:
+        within = ranks <= k
+        out[f"recall@{k}"] = float(within.sum() / n)
+        out[f"ndcg@{k}"] = float((1.0 / np.log2(ranks[within] + 1)).sum() / n)
+    k = min(ks)
+    out[f"mrr@{k}"] = float((1.0 / ranks[ranks <= k]).sum() / n)
+    return out
+
+
 def popularity_recall_at_k(
     train: pd.DataFrame, test: pd.DataFrame, ks: list[int]
 ) -> dict[str, float]:

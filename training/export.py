@@ -3,13 +3,19 @@
 Directory layout (one immutable version in the artifact store, kind ``models``)::
 
     manifest.json        ModelManifest below, including size + SHA-256 of every file
-    user_tower/          TensorFlow SavedModel; endpoint ``serve``: [batch] string → [batch, dim]
-    user_vectors.npy     [n_users, dim] float32, unit norm; row i belongs to user_ids.json[i]
+    user_tower/          TensorFlow SavedModel; endpoint ``serve(user_id, history)``:
+                         user_id [batch] string, history [batch, H] string item ids (most
+                         recent first, "" padded; H ≤ manifest history_length is read)
+                         → [batch, dim] float32 unit vectors (training/user_encoder.py)
+    user_vectors.npy     [n_users, dim] float32, unit norm; row i belongs to user_ids.json[i],
+                         computed from that user's latest history
     user_ids.json        list of external user ids
     item_vectors.npy     [n_items, dim] float32, unit norm; row i belongs to item_ids.json[i]
     item_ids.json        list of external item ids
     popular_items.json   [{"item_id", "count"}] most-interacted items first (fallback list)
-    metrics.json         training loss, recall@k on the held-out split, popularity baseline
+    metrics.json         validation (second-to-last item) and test (last item) metrics,
+                         chosen epoch, examples/s, popularity baseline
+    training_curve.json  [{"stage", "epoch", "loss", "val_recall@10", …}] per epoch
 
 ``serving`` reads this layout by contract (docs/artifacts.md); it never imports this module.
 """
@@ -22,7 +28,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-import keras
 import numpy as np
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from artifacts.checksums import MANIFEST_NAME, FileEntry, list_files
 from artifacts.store import ArtifactStore
 from training.config import TrainConfig
+from training.model import UserTower
 from training.train import TrainedModel
 
 MODEL_KIND = "models"
@@ -52,6 +58,9 @@ class ModelManifest(BaseModel):
     data_source: str
     data_window: dict[str, int]
     counts: dict[str, int]
+    history_length: int
+    trained_on: str
+    features: dict[str, list[dict[str, Any]]]
     train_config: dict[str, Any]
     metrics: dict[str, float]
     files: list[FileEntry]
@@ -61,16 +70,28 @@ def _write_json(path: Path, payload: object) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
-def export_user_tower(tower: keras.Model, path: Path) -> None:
-    """Save ``tower`` as a SavedModel; its ``serve`` endpoint maps [batch] string ids → vectors."""
-    archive = keras.export.ExportArchive()
-    archive.track(tower)
-    archive.add_endpoint(
-        name="serve",
-        fn=lambda ids: tower(ids, training=False),
-        input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name="user_id")],
+def export_user_tower(tower: UserTower, path: Path) -> None:
+    """Save ``tower`` as a SavedModel whose ``serve(user_id, history)`` endpoint maps
+    [batch] user ids and [batch, H] history item ids (most recent first) → [batch, dim]."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec(shape=[None], dtype=tf.string, name="user_id"),
+            tf.TensorSpec(shape=[None, None], dtype=tf.string, name="history"),
+        ]
     )
-    archive.write_out(str(path), verbose=False)
+    def serve(user_id: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        return tower.embed_ids(user_id, history)
+
+    module = tf.Module()
+    # Everything the function captures must be an attribute of the saved object: the
+    # variables (not the Keras model itself, whose own serving signature would be traced)
+    # and the lookups' hash tables (the item lookup is the item tower's, shared).
+    module.tower_variables = list(tower.variables)
+    module.user_table = tower.lookup.lookup_table
+    module.item_table = tower.item_lookup.lookup_table
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serve": serve})
 
 
 def write_model_dir(
@@ -89,6 +110,7 @@ def write_model_dir(
         [{"item_id": str(i), "count": int(c)} for i, c in popular.items()],
     )
     _write_json(out_dir / "metrics.json", model.metrics)
+    _write_json(out_dir / "training_curve.json", model.curve)
     export_user_tower(model.user_tower, out_dir / "user_tower")
     manifest = ModelManifest(
         model_version=model_version,
@@ -99,6 +121,16 @@ def write_model_dir(
         data_source=data_source,
         data_window=model.data_window,
         counts=model.counts,
+        history_length=config.history_length,
+        trained_on=(
+            "all interactions"
+            if config.final_fit == "all"
+            else "all but each user's last two interactions"
+        ),
+        features={
+            "item": [f.describe() for f in model.vocab.item_features],
+            "user": [f.describe() for f in model.vocab.user_features],
+        },
         train_config=config.model_dump(),
         metrics=model.metrics,
         files=list_files(out_dir),

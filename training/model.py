@@ -1,47 +1,239 @@
-"""The two towers: string id → L2-normalised embedding.
+"""The two towers and the retrieval model that trains them (``compute_loss``, as in TFRS).
 
-Both towers take a ``[batch]`` string tensor of external ids and return a
-``[batch, embedding_dim]`` float32 tensor of unit norm, so a dot product of a user and an
-item vector is their cosine similarity. Unknown ids map to one shared out-of-vocabulary row.
+- ``ItemTower``: item id embedding + the item's feature embeddings (genres, year bucket, …)
+  → dense → L2 normalisation. The catalogue's feature indices live in the tower as constant
+  tables, so the tower's input is just the item's vocabulary index.
+- ``UserTower``: a recency-weighted mean of the user's most recent ``history_length``
+  items' id embeddings (the *same* table as the item tower's), the user id embedding (with
+  dropout in training, so users known only by their history still work) and the user's
+  feature embeddings → dense → L2 normalisation.
+
+Both emit ``[batch, dim]`` float32 of unit norm: a dot product of a user and an item vector
+is their cosine similarity. Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary
+id, missing feature value, history padding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from training.config import TrainConfig
+from training.features import FittedFeature
+from training.retrieval_task import retrieval_loss
 
-class IdTower(keras.Model):
-    """StringLookup (1 OOV row at index 0) → Embedding → UnitNormalization.
+HISTORY_PAD = ""
+"""History padding in string form (maps to vocabulary index 0, masked out)."""
 
-    ``call`` takes string ids (what the exported SavedModel serves); training converts ids
-    to indices once with ``lookup`` and calls ``embed_indices``, keeping string hashing out
-    of the training step.
+
+def _lookup(vocabulary: Sequence[str], name: str) -> keras.layers.StringLookup:
+    return keras.layers.StringLookup(
+        vocabulary=list(vocabulary), mask_token=None, num_oov_indices=1, name=name
+    )
+
+
+def _embedding(rows: int, dim: int, name: str) -> keras.layers.Embedding:
+    return keras.layers.Embedding(
+        rows, dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=0.05), name=name
+    )
+
+
+def _masked_mean(embedded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """[B, L, d] embeddings of [B, L] indices → [B, d] mean over non-zero indices (0 if none)."""
+    mask = tf.cast(tf.not_equal(indices, 0), embedded.dtype)[..., tf.newaxis]
+    return tf.reduce_sum(embedded * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+def _head(hidden: Sequence[int], dim: int, name: str) -> keras.Sequential:
+    layers: list[keras.layers.Layer] = [
+        keras.layers.Dense(units, activation="relu", name=f"{name}_hidden{i}")
+        for i, units in enumerate(hidden)
+    ]
+    layers.append(keras.layers.Dense(dim, name=f"{name}_out"))
+    layers.append(keras.layers.UnitNormalization(name=f"{name}_l2"))
+    return keras.Sequential(layers, name=name)
+
+
+class FeatureEmbeddings(keras.layers.Layer):
+    """One embedding table per feature over a constant [n_rows, width] index table.
+
+    ``call(rows)``: [B] row indices into the table → list of [B, d] (mean over multi-values).
     """
 
-    def __init__(self, vocabulary: Sequence[str], embedding_dim: int, name: str) -> None:
+    def __init__(
+        self,
+        features: Sequence[FittedFeature],
+        table: Mapping[str, np.ndarray],
+        dim: int,
+        name: str,
+    ) -> None:
         super().__init__(name=name)
-        self.lookup = keras.layers.StringLookup(
-            vocabulary=list(vocabulary), mask_token=None, num_oov_indices=1, name=f"{name}_lookup"
+        self.names = [f.name for f in features]
+        self.tables = [tf.constant(table[f.name], dtype=tf.int32) for f in features]
+        self.embeddings = [_embedding(f.size, dim, f"{name}_{f.name}") for f in features]
+
+    def call(self, rows: tf.Tensor) -> list[tf.Tensor]:
+        out = []
+        for table, embedding in zip(self.tables, self.embeddings, strict=True):
+            indices = tf.gather(table, rows)  # [B, width]
+            out.append(_masked_mean(embedding(indices), indices))
+        return out
+
+
+class ItemTower(keras.Model):
+    """[B] item vocabulary indices (``call``) or string ids (``embed_ids``) → [B, dim]."""
+
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        features: Sequence[FittedFeature],
+        feature_table: Mapping[str, np.ndarray],
+        config: TrainConfig,
+    ) -> None:
+        super().__init__(name="item_tower")
+        self.lookup = _lookup(item_ids, "item_lookup")
+        self.id_embedding = _embedding(len(item_ids) + 1, config.id_embedding_dim, "item_id")
+        # Row 0 of the feature table belongs to the unknown id: prepend an all-missing row.
+        padded = {k: np.concatenate([np.zeros_like(v[:1]), v]) for k, v in feature_table.items()}
+        self.features = (
+            FeatureEmbeddings(features, padded, config.feature_embedding_dim, "item_features")
+            if features
+            else None
         )
-        self.embedding = keras.layers.Embedding(
-            input_dim=len(vocabulary) + 1,
-            output_dim=embedding_dim,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.1),
-            name=f"{name}_embedding",
+        self.head = _head(config.hidden_units, config.embedding_dim, "item_head")
+
+    def call(self, items: tf.Tensor) -> tf.Tensor:
+        parts = [self.id_embedding(items)]
+        if self.features is not None:
+            parts.extend(self.features(items))
+        return self.head(tf.concat(parts, axis=-1))
+
+    def embed_ids(self, ids: tf.Tensor) -> tf.Tensor:
+        return self(self.lookup(ids))
+
+
+class UserTower(keras.Model):
+    """Inputs (a dict): ``user`` [B] user vocabulary indices, ``history`` [B, H] item
+    vocabulary indices, most recent first, 0-padded → [B, dim] unit vectors."""
+
+    def __init__(
+        self,
+        user_ids: Sequence[str],
+        item_tower: ItemTower,
+        features: Sequence[FittedFeature],
+        feature_table: Mapping[str, np.ndarray],
+        config: TrainConfig,
+    ) -> None:
+        super().__init__(name="user_tower")
+        self.config = config
+        self.lookup = _lookup(user_ids, "user_lookup")
+        self.item_lookup = item_tower.lookup
+        self.item_embedding = item_tower.id_embedding  # shared with the item tower
+        self.id_embedding = (
+            _embedding(len(user_ids) + 1, config.id_embedding_dim, "user_id")
+            if config.use_user_id
+            else None
         )
-        self.normalize = keras.layers.UnitNormalization(name=f"{name}_l2")
+        padded = {k: np.concatenate([np.zeros_like(v[:1]), v]) for k, v in feature_table.items()}
+        self.features = (
+            FeatureEmbeddings(features, padded, config.feature_embedding_dim, "user_features")
+            if features
+            else None
+        )
+        # Learnt recency weighting: position p (0 = most recent) gets weight exp(logit[p]),
+        # starting as a geometric decay.
+        self.position_logits = (
+            self.add_weight(
+                name="history_position_logits",
+                shape=(config.history_length,),
+                initializer=keras.initializers.Constant(
+                    np.log(config.history_decay) * np.arange(config.history_length)
+                ),
+            )
+            if config.use_history
+            else None
+        )
+        self.head = _head(config.hidden_units, config.embedding_dim, "user_head")
 
-    def embed_indices(self, indices: tf.Tensor) -> tf.Tensor:
-        """[batch] int64 vocabulary indices → [batch, dim] unit vectors."""
-        return self.normalize(self.embedding(indices))
+    def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        users = inputs["user"]
+        parts = []
+        if self.position_logits is not None:
+            history = inputs["history"]
+            mask = tf.cast(tf.not_equal(history, 0), tf.float32)
+            weights = tf.exp(self.position_logits)[tf.newaxis, : tf.shape(history)[1]] * mask
+            pooled = tf.reduce_sum(self.item_embedding(history) * weights[..., tf.newaxis], 1)
+            parts.append(pooled / tf.maximum(tf.reduce_sum(weights, 1, keepdims=True), 1e-6))
+        if self.id_embedding is not None:
+            ids = users
+            if training and self.config.user_id_dropout > 0:
+                keep = tf.random.uniform(tf.shape(users)) >= self.config.user_id_dropout
+                ids = tf.where(keep, users, tf.zeros_like(users))
+            parts.append(self.id_embedding(ids))
+        if self.features is not None:
+            parts.extend(self.features(users))
+        return self.head(tf.concat(parts, axis=-1))
 
-    def call(self, ids: tf.Tensor) -> tf.Tensor:
-        """[batch] string ids → [batch, dim] unit vectors."""
-        return self.embed_indices(self.lookup(ids))
+    def embed_ids(self, user_ids: tf.Tensor, history_ids: tf.Tensor) -> tf.Tensor:
+        """[B] string user ids, [B, H] string item ids (most recent first, "" padded;
+        columns past ``history_length`` are ignored)."""
+        history = self.item_lookup(history_ids[:, : self.config.history_length])
+        return self(
+            {"user": self.lookup(user_ids), "history": history},
+            training=False,
+        )
 
 
-def build_tower(vocabulary: Sequence[str], embedding_dim: int, name: str) -> IdTower:
-    return IdTower(vocabulary, embedding_dim, name)
+class TwoTowerModel(keras.Model):
+    """Keras model whose ``fit`` trains both towers with the retrieval loss.
+
+    Batches are dicts: ``user`` [B], ``history`` [B, H], ``item`` [B] (the positive's
+    vocabulary index).
+    """
+
+    def __init__(
+        self,
+        user_tower: UserTower,
+        item_tower: ItemTower,
+        item_log_q: np.ndarray,
+        config: TrainConfig,
+    ) -> None:
+        """``item_log_q``: [n_items] log share of training interactions per item, in
+        vocabulary order (index 1..n_items)."""
+        super().__init__(name="two_tower")
+        self.user_tower = user_tower
+        self.item_tower = item_tower
+        self.n_items = len(item_log_q)
+        self.log_q_table = tf.constant(np.concatenate([[0.0], item_log_q]), dtype=tf.float32)
+        self.config = config
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, batch: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.user_tower(batch, training=training)
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> tf.Tensor:
+        loss = retrieval_loss(
+            user_vectors=y_pred,
+            positives=x["item"],
+            item_tower=self.item_tower,
+            log_q_table=self.log_q_table,
+            n_items=self.n_items,
+            config=self.config,
+        )
+        self.loss_tracker.update_state(loss)
+        return loss
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker]

@@ -1,26 +1,18 @@
-"""training: the in-batch softmax loss, the leave-last-out split, recall@k, and a tiny
-end-to-end training run exported as a model artifact."""
+"""training: the in-batch softmax loss, the leave-last-out split and recall@k.
+
+The towers, features and the end-to-end run with its export are in test_towers.py."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from artifacts.checksums import MANIFEST_NAME, verify_files
-from serving.model_artifact import open_model_artifact
-from training.config import TrainConfig
-from training.data.schema import Dataset
-from training.data.synthetic import generate
 from training.evaluation import leave_last_out, popularity_recall_at_k, recall_at_k
-from training.export import MODEL_SCHEMA, write_model_dir
 from training.retrieval_task import in_batch_softmax_loss
-from training.train import TrainedModel, train_two_tower
 
 # --- in-batch softmax loss ---------------------------------------------------------------
 
@@ -188,79 +180,3 @@ def test_popularity_recall_at_k() -> None:
     test = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["b", "c"]})
     # ranked a, b, c; u1 unseen → [b, c]; u2 unseen → [c].
     assert popularity_recall_at_k(train, test, [1]) == {"popularity_recall@1": 1.0}
-
-
-# --- a tiny end-to-end run ---------------------------------------------------------------
-
-CONFIG = TrainConfig(epochs=2, batch_size=64, embedding_dim=8)
-
-
-@pytest.fixture(scope="module")
-def trained() -> tuple[TrainedModel, list[float]]:
-    data = generate(n_users=60, n_items=50, interactions_per_user=10)
-    dataset = Dataset(data.interactions, data.items, data.users, source="synthetic")
-    epochs: list[float] = []
-    model = train_two_tower(dataset, CONFIG, on_epoch=lambda e, n, loss: epochs.append(loss))
-    return model, epochs
-
-
-def test_training_produces_unit_norm_vectors(trained: tuple[TrainedModel, list[float]]) -> None:
-    model, epoch_losses = trained
-    users, items = model.user_vectors(), model.item_vectors()
-    assert users.shape == (60, 8) and users.dtype == np.float32
-    assert items.shape == (len(model.item_ids), 8)
-    assert 0 < len(model.item_ids) <= 50
-    np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
-    assert model.user_ids == sorted(model.user_ids) and len(set(model.user_ids)) == 60
-    assert len(epoch_losses) == 2 and all(math.isfinite(x) for x in epoch_losses)
-    assert model.metrics["final_loss"] == pytest.approx(epoch_losses[-1])
-    assert model.counts["interactions"] == 600
-    assert model.counts["train_interactions"] == 540
-    assert model.counts["test_users"] <= 60
-    assert "recall@10" in model.metrics and "popularity_recall@10" in model.metrics
-    assert list(model.item_counts.index[:1]) == [model.item_counts.idxmax()]
-
-
-def test_export_and_reload_saved_model(
-    trained: tuple[TrainedModel, list[float]], tmp_path: Path
-) -> None:
-    model, _ = trained
-    manifest = write_model_dir(model, CONFIG, tmp_path, "20261123T073012Z-3f9a1c", "synthetic")
-
-    on_disk = json.loads((tmp_path / MANIFEST_NAME).read_text())
-    assert on_disk["schema_id"] == MODEL_SCHEMA == "recall.model/v1"
-    assert on_disk["model_version"] == "20261123T073012Z-3f9a1c"
-    assert on_disk["embedding_dim"] == 8
-    assert on_disk["user_count"] == 60
-    assert on_disk["train_config"]["epochs"] == 2
-    paths = {f["path"] for f in manifest.files}
-    assert {
-        "user_vectors.npy",
-        "item_vectors.npy",
-        "user_ids.json",
-        "item_ids.json",
-        "popular_items.json",
-        "metrics.json",
-        "user_tower/saved_model.pb",
-    } <= paths
-    assert MANIFEST_NAME not in paths
-    verify_files(tmp_path, manifest.files)
-
-    user_ids = json.loads((tmp_path / "user_ids.json").read_text())
-    stored = np.load(tmp_path / "user_vectors.npy")
-    assert stored.dtype == np.dtype("<f4") and stored.shape == (60, 8)
-    rows = [0, 5, 17, 59]
-    tower = tf.saved_model.load(str(tmp_path / "user_tower"))
-    served = tower.serve(tf.constant([user_ids[r] for r in rows])).numpy()
-    np.testing.assert_allclose(served, stored[rows], atol=1e-5)
-
-    popular = json.loads((tmp_path / "popular_items.json").read_text())
-    counts = [p["count"] for p in popular]
-    assert counts == sorted(counts, reverse=True) and sum(counts) == 540
-
-    # Serving reads the same directory by contract.
-    artifact = open_model_artifact(tmp_path)
-    assert artifact.model_version == "20261123T073012Z-3f9a1c"
-    assert artifact.user_ids() == model.user_ids
-    np.testing.assert_array_equal(artifact.item_vectors(), model.item_vectors())
