@@ -50,7 +50,7 @@ test-integration: $(STAMP) redis-install  ## integration tests only
 lint: $(STAMP) proto-check  ## ruff + mypy + generated-code drift check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy training serving pipelines artifacts recall_cli bench
+	$(VENV)/bin/mypy training serving pipelines artifacts evaluation recall_cli bench
 
 proto: $(STAMP)  ## regenerate serving/api from protos/
 	PYTHON=$(PY) scripts/gen_proto.sh

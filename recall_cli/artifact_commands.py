@@ -1,4 +1,4 @@
-"""`recall data|train|evaluate|index|vectors|pipeline`: the stages that make data and
+"""`recall data|train|model|index|vectors|pipeline`: the stages that make data and
 artifacts, each runnable by hand."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ data_app = typer.Typer(
 index_app = typer.Typer(help="Faiss index artifacts.", no_args_is_help=True)
 vectors_app = typer.Typer(help="User vectors in Redis.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Airflow pipelines.", no_args_is_help=True)
+model_app = typer.Typer(help="Model artifacts.", no_args_is_help=True)
 
 
 @data_app.command("fetch")
@@ -80,11 +81,12 @@ def train(
             data, artifact_root, {"epochs": epochs, "embedding_dim": embedding_dim}, on_epoch
         )
     console.print(f"[green]model[/] {uri}")
-    evaluate(model_version=Path(uri).name, artifact_root=artifact_root)
+    model_show(model_version=Path(uri).name, artifact_root=artifact_root)
 
 
+@model_app.command("show")
 @friendly_errors
-def evaluate(
+def model_show(
     model_version: Annotated[str | None, typer.Option(help="Default: LATEST.")] = None,
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
 ) -> None:

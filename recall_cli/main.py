@@ -7,6 +7,7 @@ import sys
 import typer
 
 from recall_cli import artifact_commands as stages
+from recall_cli import evaluation_commands
 from recall_cli import serving_commands as serving
 from recall_cli.output import console, friendly_errors
 
@@ -17,7 +18,8 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 app.add_typer(stages.data_app, name="data")
 app.add_typer(stages.pipeline_app, name="pipeline")
 app.command()(stages.train)
-app.command()(stages.evaluate)
+app.command()(evaluation_commands.evaluate)
+app.add_typer(stages.model_app, name="model")
 app.add_typer(stages.vectors_app, name="vectors")
 app.add_typer(stages.index_app, name="index")
 app.command()(serving.serve)

@@ -1,0 +1,104 @@
+"""evaluation.splits: RecBole's P1 counts and rounding, P2's last-item rule, no overlaps."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from evaluation.splits import (
+    make_split,
+    random_ratio_split,
+    recbole_split_counts,
+    temporal_leave_last_out,
+)
+from training.data.synthetic import generate
+
+
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [
+        (20, [16, 2, 2]),  # int(0.1·20) = 2 each, train takes the rest
+        (25, [21, 2, 2]),  # 2.5 rounds down: train gets the remainder
+        (29, [25, 2, 2]),
+        (30, [24, 3, 3]),
+        (9, [7, 1, 1]),  # 0.9 < 1: each later part borrows one from train
+        (3, [1, 1, 1]),
+        (2, [1, 0, 1]),  # train stops lending once it is down to one
+        (1, [1, 0, 0]),
+        (100, [80, 10, 10]),
+    ],
+)
+def test_recbole_counts(total: int, expected: list[int]) -> None:
+    assert recbole_split_counts(total, (0.8, 0.1, 0.1)) == expected
+    assert sum(expected) == total
+
+
+def _pairs(frame: pd.DataFrame) -> set[tuple[str, str, int]]:
+    return set(zip(frame["user_id"], frame["item_id"], frame["timestamp"], strict=True))
+
+
+def test_p1_per_user_counts_and_disjoint_parts() -> None:
+    data = generate(40, 120, 23, seed=3).interactions
+    split = random_ratio_split(data, seed=7)
+    assert split.tuning is not None
+    valid = split.tuning.test
+    for user, rows in data.groupby("user_id"):
+        n_train, n_valid, n_test = recbole_split_counts(len(rows), (0.8, 0.1, 0.1))
+        assert (split.train["user_id"] == user).sum() == n_train
+        assert (valid["user_id"] == user).sum() == n_valid
+        assert (split.test["user_id"] == user).sum() == n_test
+    train, val, test = _pairs(split.train), _pairs(valid), _pairs(split.test)
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == _pairs(data)
+    # At test time RecBole masks train and validation items; when tuning, train only.
+    assert _pairs(split.masked) == train | val
+    assert _pairs(split.tuning.masked) == train
+
+
+def test_p1_is_seeded() -> None:
+    data = generate(30, 80, 20, seed=1).interactions
+    assert _pairs(random_ratio_split(data, 5).test) == _pairs(random_ratio_split(data, 5).test)
+    assert _pairs(random_ratio_split(data, 5).test) != _pairs(random_ratio_split(data, 6).test)
+
+
+def test_p2_holds_out_each_users_last_interaction_stably() -> None:
+    data = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "item_id": ["1", "2", "3", "1", "3", "2"],
+            # a's last two tie at t=5: the later row in file order counts as last.
+            "timestamp": [1, 5, 5, 9, 2, 1],
+        }
+    )
+    split = temporal_leave_last_out(data)
+    assert sorted(zip(split.test["user_id"], split.test["item_id"], strict=True)) == [
+        ("a", "3"),
+        ("b", "1"),
+    ]
+    # c has one interaction: it only trains. Training items are what is masked.
+    assert set(split.train["user_id"]) == {"a", "b", "c"}
+    assert _pairs(split.masked) == _pairs(split.train)
+    assert not (_pairs(split.train) & _pairs(split.test))
+    assert len(split.train) + len(split.test) == len(data)
+    # Tuning: each user's second-to-last interaction, trained on what came before it
+    # (b has only one training interaction left, so it only trains there).
+    assert split.tuning is not None
+    tuning_test = zip(split.tuning.test["user_id"], split.tuning.test["item_id"], strict=True)
+    assert sorted(tuning_test) == [("a", "2")]
+
+
+def test_p2_drops_test_items_never_trained() -> None:
+    data = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b"],
+            "item_id": ["1", "9", "1", "2"],
+            "timestamp": [1, 2, 1, 2],
+        }
+    )
+    split = temporal_leave_last_out(data)
+    assert split.test.empty  # "9" and "2" appear only as test items
+
+
+def test_unknown_protocol() -> None:
+    with pytest.raises(ValueError, match="p3"):
+        make_split("p3", generate(5, 10, 3).interactions, 0)
