@@ -76,7 +76,7 @@ class ModelRun:
     model_version: str = ""
     error: str = ""
     train_seconds: float = 0.0
-    curve: list[dict[str, float]] = field(default_factory=list)
+    curve: list[dict[str, float | str]] = field(default_factory=list)
     curve_source: str = ""  # "artifact" (training_curve.json) or "callback" (loss only)
     served: dict[str, Any] = field(default_factory=dict)
 
@@ -211,7 +211,7 @@ def _evaluate_variant(
     data_dir = work / f"{protocol}-{variant}-data"
     write_training_data(ev.split.train, dataset, data_dir)
     artifact_root = str(work / "artifacts")
-    losses: list[dict[str, float]] = []
+    losses: list[dict[str, float | str]] = []
 
     def on_epoch(epoch: int, total: int, loss: float) -> None:
         losses.append({"epoch": float(epoch), "loss": float(loss)})

@@ -54,7 +54,7 @@ class TrainedModel:
     variant: str
     uri: str
     artifact: ModelArtifact
-    curve: list[dict[str, float]]
+    curve: list[dict[str, float | str]]
 
     @property
     def model_version(self) -> str:
@@ -92,13 +92,25 @@ def train_model(
     return TrainedModel(variant, uri, artifact, read_training_curve(artifact.path))
 
 
-def read_training_curve(model_dir: Path) -> list[dict[str, float]]:
-    """The artifact's per-epoch curve, or [] when it has none."""
+def read_training_curve(model_dir: Path) -> list[dict[str, float | str]]:
+    """The artifact's per-epoch curve, or [] when it has none.
+
+    Numbers stay numbers; ``stage`` (e.g. "validate", "final") stays a string; anything
+    else is dropped.
+    """
     path = model_dir / TRAINING_CURVE
     if not path.is_file():
         return []
-    rows = json.loads(path.read_text())
-    return [{str(k): float(v) for k, v in row.items()} for row in rows]
+    rows: list[dict[str, float | str]] = []
+    for row in json.loads(path.read_text()):
+        point: dict[str, float | str] = {}
+        for key, value in row.items():
+            if key == "stage":
+                point[key] = str(value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                point[str(key)] = float(value)
+        rows.append(point)
+    return rows
 
 
 @dataclass(frozen=True)

@@ -93,20 +93,29 @@ def plot_learning_curve(run: ModelRun, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [row["epoch"] for row in run.curve]
     fig, ax = plt.subplots(figsize=(7, 4))
-    if any("loss" in row for row in run.curve):
-        ax.plot(epochs, [row.get("loss", math.nan) for row in run.curve], "o-", label="loss")
+    stages = list(dict.fromkeys(str(row.get("stage", "")) for row in run.curve))
+    val_keys = sorted({k for row in run.curve for k in row if k.startswith("val_")})
+    ax2 = ax.twinx() if val_keys else None
+    for stage in stages:
+        rows = [row for row in run.curve if str(row.get("stage", "")) == stage]
+        suffix = f" ({stage})" if stage else ""
+        epochs = [float(row["epoch"]) for row in rows]
+        if any("loss" in row for row in rows):
+            losses = [float(row.get("loss", math.nan)) for row in rows]
+            ax.plot(epochs, losses, "o-", label=f"loss{suffix}")
+        if ax2 is None:
+            continue
+        for key in val_keys:
+            values = [float(row.get(key, math.nan)) for row in rows]
+            if not all(math.isnan(v) for v in values):
+                ax2.plot(epochs, values, "s--", label=f"{key}{suffix}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
-    val_keys = sorted({k for row in run.curve for k in row if k.startswith("val_")})
-    if val_keys:
-        ax2 = ax.twinx()
-        for key in val_keys:
-            ax2.plot(epochs, [row.get(key, math.nan) for row in run.curve], "s--", label=key)
+    if ax2 is not None:
         ax2.set_ylabel("validation metric")
         ax2.legend(loc="center right", fontsize=8)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_title(f"{run.protocol}: two-tower [{run.variant}] {run.model_version}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
