@@ -35,7 +35,9 @@ redis-down: $(STAMP)  ## stop the project-local Redis
 demo: $(STAMP) redis-install  ## ML-100K end to end: fetch → Airflow pipeline → Redis + gRPC server → queries
 	$(VENV)/bin/recall demo
 
-serve: $(STAMP) redis-up  ## serve the latest published index (RECALL_PORT=50051, RECALL_ADMIN_PORT=50052)
+serve: $(STAMP) redis-up  ## serve the latest index (RECALL_PORT=50051, RECALL_ADMIN_PORT=50052) + the refresher; Ctrl-C stops both
+	@$(VENV)/bin/recall refresher & refresher=$$!; \
+	trap 'kill $$refresher 2>/dev/null; wait $$refresher 2>/dev/null' EXIT; \
 	$(VENV)/bin/recall serve
 
 test: $(STAMP) redis-install  ## unit + integration tests (real Redis, gRPC server, Airflow)
@@ -50,7 +52,7 @@ test-integration: $(STAMP) redis-install  ## integration tests only
 lint: $(STAMP) proto-check  ## ruff + mypy + generated-code drift check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy training serving pipelines artifacts evaluation recall_cli bench
+	$(VENV)/bin/mypy training serving pipelines artifacts keyspace evaluation recall_cli bench
 
 proto: $(STAMP)  ## regenerate serving/api from protos/
 	PYTHON=$(PY) scripts/gen_proto.sh

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from rich.console import Console
 
@@ -17,11 +18,60 @@ from recall_cli.output import candidates_table
 from recall_cli.progress import spinner_line
 
 DEMO_USERS = ("1", "42", "405", "no-such-user")
+FRESH_USER = "1"
+STAGES = 6
 
 
 def _stage(console: Console, n: int, text: str) -> float:
-    console.rule(f"[bold cyan]{n}/5 {text}")
+    console.rule(f"[bold cyan]{n}/{STAGES} {text}")
     return time.monotonic()
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _fresh_vectors(console: Console, client: Any, redis_url: str, titles: dict[str, str]) -> bool:
+    """Record three interactions of FRESH_USER over gRPC, wait for the refresher to rewrite
+    the user's vector, and show the candidates before and after (seen items excluded)."""
+    import redis
+
+    from keyspace.user_vectors import user_vector_key
+
+    before = client.recall(FRESH_USER, 10, exclude_seen=True)
+    console.print(candidates_table(f"{FRESH_USER} (exclude_seen, before)", before, titles))
+    # Three films from far down this user's ranking: they should pull the vector elsewhere.
+    deep = client.recall(FRESH_USER, 300, exclude_seen=True).candidates
+    items = [c.item_id for c in deep[-3:]]
+    key = user_vector_key(before.model_version, FRESH_USER)
+    store = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        old_vector = store.get(key)
+        sent = time.monotonic()
+        reply = client.record_interactions([(FRESH_USER, item, 0) for item in items])
+        console.print(
+            f"RecordInteractions: user {FRESH_USER} watched "
+            + "; ".join(titles.get(i, i) for i in items)
+            + f" → {reply.accepted} accepted, {reply.unknown_items} unknown"
+        )
+        while store.get(key) == old_vector:
+            if time.monotonic() - sent > 20:
+                console.print("[bold red]the refresher did not rewrite the vector within 20 s[/]")
+                return False
+            time.sleep(0.05)
+        console.print(f"refresher rewrote the user's vector {time.monotonic() - sent:.2f} s later")
+    finally:
+        store.close()
+    after = client.recall(FRESH_USER, 10, exclude_seen=True)
+    console.print(candidates_table(f"{FRESH_USER} (exclude_seen, after)", after, titles))
+    moved = len({c.item_id for c in after.candidates} - {c.item_id for c in before.candidates})
+    console.print(f"{moved} of the top-10 changed; the three new films are excluded as seen")
+    return True
 
 
 def _print_quality(console: Console, artifact_root: str) -> None:
@@ -75,6 +125,7 @@ def run_demo(console: Console, epochs: int) -> int:
     redis = LocalRedis(paths.redis_dir(), paths.redis_port())
     started_redis = redis.start()
     server: subprocess.Popen[bytes] | None = None
+    refresher: subprocess.Popen[bytes] | None = None
     try:
         console.print(f"{redis.url} ({'started' if started_redis else 'already running'})")
 
@@ -110,7 +161,9 @@ def run_demo(console: Console, epochs: int) -> int:
         )
         _print_quality(console, artifact_root)
 
-        t = _stage(console, 4, f"start a recall server on :{port} (admin :{admin_port})")
+        t = _stage(
+            console, 4, f"start a recall server on :{port} (admin :{admin_port}) and the refresher"
+        )
         log_path = paths.home() / "server.log"
         env = {
             **os.environ,
@@ -124,6 +177,14 @@ def run_demo(console: Console, epochs: int) -> int:
             server = subprocess.Popen(
                 [sys.executable, "-m", "recall_cli.main", "serve"], env=env, stdout=log, stderr=log
             )
+        refresher_log = paths.home() / "refresher.log"
+        with refresher_log.open("wb") as log:
+            refresher = subprocess.Popen(
+                [sys.executable, "-m", "recall_cli.main", "refresher"],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
         client = RecallClient(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}")
         deadline = time.monotonic() + 60
         while server.poll() is None and not client.is_serving() and time.monotonic() < deadline:
@@ -136,21 +197,24 @@ def run_demo(console: Console, epochs: int) -> int:
             console.print(f"server log: {log_path}")
             return 1
         console.print(f"SERVING in {time.monotonic() - t:.1f} s (log: {log_path})")
+        console.print(f"refresher log: {refresher_log}")
 
         _stage(console, 5, "query top-10 candidates over gRPC")
         titles = load_dataset(data).item_titles()
         for user in DEMO_USERS:
             console.print(candidates_table(user, client.recall(user, 10), titles))
+
+        _stage(console, 6, "fresh vectors: interactions in → refresher → new candidates")
+        fresh = _fresh_vectors(console, client, redis.url, titles)
         client.close()
+        if not fresh:
+            console.print(f"refresher log: {refresher_log}")
+            return 1
         console.print(f"[bold green]demo finished in {time.monotonic() - began:.0f} s[/]")
         return 0
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        _stop(refresher)
+        _stop(server)
         if started_redis:
             redis.stop()
-        console.print("stopped the recall server and Redis")
+        console.print("stopped the refresher, the recall server and Redis")

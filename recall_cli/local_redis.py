@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisNotInstalled(RuntimeError):
@@ -56,10 +58,15 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def ping(self) -> bool:
+        # No client-side retries: redis-py's default (10, with backoff) makes a ping of a
+        # stopped server take seconds, which would slow every start and stop.
+        client = redis.Redis(port=self.port, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            return bool(client.ping())
         except redis.RedisError:
             return False
+        finally:
+            client.close()
 
     def start(self, timeout_s: float = 10.0) -> bool:
         """Start the server unless one already answers on the port. Returns True if started."""
@@ -100,7 +107,7 @@ class LocalRedis:
     def stop(self) -> None:
         """Shut the server down (without saving) if it runs."""
         try:
-            client = redis.Redis(port=self.port, socket_timeout=10)
+            client = redis.Redis(port=self.port, socket_timeout=10, retry=Retry(NoBackoff(), 0))
             client.shutdown(save=self.persist, nosave=not self.persist)
         except redis.ConnectionError:
             pass  # shutdown closes the connection, or nothing was running

@@ -8,6 +8,7 @@ import typer
 
 from recall_cli import artifact_commands as stages
 from recall_cli import evaluation_commands
+from recall_cli import freshness_commands as freshness
 from recall_cli import serving_commands as serving
 from recall_cli.output import console, friendly_errors
 
@@ -27,6 +28,8 @@ app.command()(serving.query)
 app.command()(serving.status)
 app.command("load-index")(serving.load_index)
 app.add_typer(serving.redis_app, name="redis")
+app.add_typer(freshness.interactions_app, name="interactions")
+app.command()(freshness.refresher)
 
 
 @app.command()

@@ -56,6 +56,9 @@ def query(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Item id to exclude (repeatable).")
     ] = None,
+    exclude_seen: Annotated[
+        bool, typer.Option(help="Also exclude the user's history (seen filter).")
+    ] = False,
     data: Annotated[Path | None, typer.Option(help="Data directory, to show item titles.")] = None,
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
 ) -> None:
@@ -70,7 +73,7 @@ def query(
     client = RecallClient(_target(port))
     try:
         for user_id in user:
-            reply = client.recall(user_id, k, exclude or [])
+            reply = client.recall(user_id, k, exclude or [], exclude_seen)
             console.print(candidates_table(user_id, reply, titles))
     finally:
         client.close()

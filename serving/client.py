@@ -39,10 +39,30 @@ class RecallClient:
         raise AssertionError("unreachable")
 
     def recall(
-        self, user_id: str, k: int, exclude: Sequence[str] = ()
+        self, user_id: str, k: int, exclude: Sequence[str] = (), exclude_seen: bool = False
     ) -> recall_pb2.RecallResponse:
-        request = recall_pb2.RecallRequest(user_id=user_id, k=k, exclude_item_ids=list(exclude))
+        request = recall_pb2.RecallRequest(
+            user_id=user_id, k=k, exclude_item_ids=list(exclude), exclude_seen=exclude_seen
+        )
         return self._call(lambda: self.recall_stub.Recall(request, timeout=self.timeout_s))
+
+    def record_interactions(
+        self, interactions: Sequence[tuple[str, str, int]]
+    ) -> recall_pb2.RecordInteractionsReply:
+        """Record (user_id, item_id, timestamp seconds; 0 = now) interactions.
+
+        Retried on UNAVAILABLE like every call: the server stores interactions at least
+        once, so a retry after a lost reply may record some twice.
+        """
+        request = recall_pb2.RecordInteractionsRequest(
+            interactions=[
+                recall_pb2.Interaction(user_id=u, item_id=i, timestamp=t)
+                for u, i, t in interactions
+            ]
+        )
+        return self._call(
+            lambda: self.recall_stub.RecordInteractions(request, timeout=self.timeout_s)
+        )
 
     def batch_recall(
         self, requests: Sequence[recall_pb2.RecallRequest]

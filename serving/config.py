@@ -14,6 +14,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from keyspace.events import EVENTS_MAXLEN
+from keyspace.histories import HISTORY_MAX_ITEMS
+
 
 def _home(*parts: str) -> str:
     """A path under ``$RECALL_HOME`` (default ``var``), where the CLI keeps local state."""
@@ -61,6 +64,22 @@ class ServerSettings(BaseSettings):
     )
     faiss_threads: int = Field(1, ge=1, description="OpenMP threads per Faiss search.")
     grace_s: float = Field(5.0, ge=0, description="Graceful-shutdown grace period.")
+    max_interactions: int = Field(
+        1000, ge=1, le=100_000, description="Most interactions in one RecordInteractions call."
+    )
+    history_max_items: int = Field(
+        HISTORY_MAX_ITEMS,
+        ge=1,
+        description="Cap of each user's history list in Redis (recall:hist:<user_id>).",
+    )
+    events_maxlen: int = Field(
+        EVENTS_MAXLEN, ge=1, description="Approximate length cap of the recall:events stream."
+    )
+    redis_retry_s: float = Field(
+        2.0,
+        ge=0,
+        description="RecordInteractions retries Redis writes this long before UNAVAILABLE.",
+    )
 
     @classmethod
     def settings_customise_sources(

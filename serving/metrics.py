@@ -24,3 +24,11 @@ INDEX_INFO = Gauge(
     ["index_version", "model_version"],
 )
 INDEX_LOADS = Counter("recall_index_loads_total", "Index load attempts by result.", ["result"])
+INTERACTIONS = Counter(
+    "recall_interactions_total",
+    "Interactions received by RecordInteractions: accepted (stored) or unknown_item.",
+    ["result"],
+)
+REDIS_WRITE_RETRIES = Counter(
+    "recall_redis_write_retries_total", "Redis writes retried after an error (RecordInteractions)."
+)

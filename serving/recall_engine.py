@@ -7,6 +7,7 @@ Transport-free (no gRPC here), so the logic is testable without a server; the se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,6 +35,7 @@ class RecallQuery:
     user_id: str
     k: int
     exclude: frozenset[str] = field(default_factory=frozenset)
+    exclude_seen: bool = False  # also exclude the user's history (recall:hist:<user_id>)
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,18 @@ class RecallEngine:
                     raise
                 raise InvalidRequest(f"requests[{i}]: {exc}") from exc
         loaded = self.holder.current()
-        vectors = await self.vectors.get_many(
-            loaded.model_version, [q.user_id for q in queries], loaded.manifest.dim
+        states = await self.vectors.read_users(
+            loaded.model_version,
+            [q.user_id for q in queries],
+            loaded.manifest.dim,
+            [q.exclude_seen for q in queries],
         )
+        # The seen filter is one more exclusion: from here on, history ∪ exclude_item_ids.
+        queries = [
+            dataclasses.replace(q, exclude=q.exclude | frozenset(s.history)) if s.history else q
+            for q, s in zip(queries, states, strict=True)
+        ]
+        vectors = [s.vector for s in states]
         with_vector = [i for i, v in enumerate(vectors) if v is not None]
         found: dict[int, list[tuple[str, float]]] = {}
         if with_vector:

@@ -22,6 +22,7 @@ from serving.errors import InvalidRequest, RecallError
 from serving.grpc_errors import grpc_method
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
+from serving.interactions import Interaction, InteractionRecorder
 from serving.metrics import INDEX_INFO, INDEX_ITEMS, INDEX_LOADED_AT, INDEX_LOADS, RESPONSES
 from serving.recall_engine import (
     RecallEngine,
@@ -42,7 +43,9 @@ _SOURCE_TO_PROTO = {
 
 
 def _query(request: recall_pb2.RecallRequest) -> RecallQuery:
-    return RecallQuery(request.user_id, request.k, frozenset(request.exclude_item_ids))
+    return RecallQuery(
+        request.user_id, request.k, frozenset(request.exclude_item_ids), request.exclude_seen
+    )
 
 
 def _response(result: RecallResult) -> recall_pb2.RecallResponse:
@@ -56,8 +59,9 @@ def _response(result: RecallResult) -> recall_pb2.RecallResponse:
 
 
 class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
-    def __init__(self, engine: RecallEngine, max_batch: int) -> None:
+    def __init__(self, engine: RecallEngine, recorder: InteractionRecorder, max_batch: int) -> None:
         self.engine = engine
+        self.recorder = recorder
         self.max_batch = max_batch
 
     @grpc_method("Recall")
@@ -77,6 +81,19 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             )
         results = await self.engine.recall([_query(r) for r in request.requests])
         return recall_pb2.BatchRecallResponse(responses=[_response(r) for r in results])
+
+    @grpc_method("RecordInteractions")
+    async def RecordInteractions(
+        self, request: recall_pb2.RecordInteractionsRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.RecordInteractionsReply:
+        outcome = await self.recorder.record(
+            [Interaction(i.user_id, i.item_id, i.timestamp) for i in request.interactions]
+        )
+        return recall_pb2.RecordInteractionsReply(
+            accepted=outcome.accepted,
+            unknown_items=outcome.unknown_items,
+            unknown_item_ids=outcome.unknown_item_ids,
+        )
 
 
 class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
@@ -142,6 +159,14 @@ class RecallServer:
         self.holder = IndexHolder(self.store)
         self.vectors = UserVectorStore.from_url(settings.redis_url, settings.redis_timeout_s)
         self.engine = RecallEngine(self.holder, self.vectors, settings.max_k, settings.nprobe)
+        self.recorder = InteractionRecorder(
+            self.holder,
+            self.vectors.client,
+            max_per_call=settings.max_interactions,
+            history_cap=settings.history_max_items,
+            events_maxlen=settings.events_maxlen,
+            retry_s=settings.redis_retry_s,
+        )
         self.port = 0
         self.admin_port = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -156,7 +181,7 @@ class RecallServer:
         self.server = grpc.aio.server(options=options)
         self.admin = grpc.aio.server(options=options)
         recall_pb2_grpc.add_RecallServiceServicer_to_server(
-            RecallServicer(self.engine, self.settings.max_batch), self.server
+            RecallServicer(self.engine, self.recorder, self.settings.max_batch), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -1,6 +1,7 @@
-"""User vectors in Redis: the key format, the value encoding, loading and reading.
+"""User vectors in Redis: loading, pruning and the server's reads.
 
-Key format (spec in docs/redis.md, pinned byte-for-byte by tests/unit/test_user_vectors.py)::
+The key formats and the value encoding are shared with training and live in
+``keyspace.user_vectors`` (spec in docs/redis.md, pinned by tests/unit/test_keyspace.py)::
 
     recall:uv:<model_version>:<user_id>      value: dim × little-endian float32 (4·dim bytes)
     recall:uvmeta:<model_version>            value: JSON {"dim", "dtype", "count", "loaded_at"}
@@ -15,41 +16,55 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import redis
 import redis.asyncio as aioredis
 
+from keyspace import user_vectors as keys
+from keyspace.histories import decode_items, history_key
+from keyspace.user_vectors import (
+    KEY_PREFIX,
+    VALUE_DTYPE,
+    MalformedValue,
+    encode_vector,
+    meta_key,
+    user_vector_key,
+)
 from serving.errors import BackendUnavailable, CorruptUserVector
 from serving.model_artifact import ModelArtifact
 
-KEY_PREFIX = "recall"
-VALUE_DTYPE = np.dtype("<f4")
-
-
-def user_vector_key(model_version: str, user_id: str) -> bytes:
-    """``recall:uv:<model_version>:<user_id>`` as UTF-8 bytes."""
-    return f"{KEY_PREFIX}:uv:{model_version}:{user_id}".encode()
-
-
-def meta_key(model_version: str) -> bytes:
-    """``recall:uvmeta:<model_version>`` as UTF-8 bytes."""
-    return f"{KEY_PREFIX}:uvmeta:{model_version}".encode()
-
-
-def encode_vector(vector: np.ndarray) -> bytes:
-    """[dim] float → 4·dim bytes, little-endian float32."""
-    return np.asarray(vector, dtype=VALUE_DTYPE).tobytes()
+__all__ = [
+    "KEY_PREFIX",
+    "VALUE_DTYPE",
+    "UserState",
+    "UserVectorStore",
+    "decode_vector",
+    "delete_user_vectors",
+    "encode_vector",
+    "load_user_vectors",
+    "loaded_model_versions",
+    "meta_key",
+    "user_vector_key",
+]
 
 
 def decode_vector(raw: bytes, dim: int) -> np.ndarray:
-    """Inverse of encode_vector. Raises CorruptUserVector if the size is not 4·dim bytes."""
-    if len(raw) != dim * VALUE_DTYPE.itemsize:
-        expected = dim * VALUE_DTYPE.itemsize
-        raise CorruptUserVector(
-            f"stored user vector has {len(raw)} bytes, expected {expected} (dim {dim})"
-        )
-    return np.frombuffer(raw, dtype=VALUE_DTYPE).astype(np.float32)
+    """``keyspace.user_vectors.decode_vector``, raising CorruptUserVector (→ DATA_LOSS)."""
+    try:
+        return keys.decode_vector(raw, dim)
+    except MalformedValue as exc:
+        raise CorruptUserVector(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What one request needs of a user: the vector ([dim] float32, None when the serving
+    model has none) and the history (item ids, most recent first; empty unless asked for)."""
+
+    vector: np.ndarray | None
+    history: list[str]
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -143,24 +158,48 @@ class UserVectorStore:
             aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         )
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The shared async client (the event writer uses the same connection pool)."""
+        return self._client
+
     async def get_many(
         self, model_version: str, user_ids: Sequence[str], dim: int
     ) -> list[np.ndarray | None]:
-        """One vector ([dim] float32) or None per user id, in order, in one round trip.
+        """One vector ([dim] float32) or None per user id, in order, in one round trip."""
+        states = await self.read_users(model_version, user_ids, dim, [False] * len(user_ids))
+        return [s.vector for s in states]
 
-        A non-transactional pipeline of GETs rather than MGET, so the same code works on
-        Redis Cluster, where the keys of one batch live in different hash slots.
+    async def read_users(
+        self,
+        model_version: str,
+        user_ids: Sequence[str],
+        dim: int,
+        with_history: Sequence[bool],
+    ) -> list[UserState]:
+        """Vector and (where ``with_history[i]``) history of each user, in order, in one
+        round trip: GET of every vector key and LRANGE 0 -1 of the histories asked for.
+
+        A non-transactional pipeline rather than MGET, so the same code works on Redis
+        Cluster, where the keys of one batch live in different hash slots.
         """
         if not user_ids:
             return []
         try:
             pipe = self._client.pipeline(transaction=False)
-            for user_id in user_ids:
+            for user_id, history in zip(user_ids, with_history, strict=True):
                 pipe.get(user_vector_key(model_version, user_id))
-            raws = await pipe.execute()
+                if history:
+                    pipe.lrange(history_key(user_id), 0, -1)
+            replies = iter(await pipe.execute())
         except (redis.RedisError, OSError) as exc:
             raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
-        return [None if raw is None else decode_vector(raw, dim) for raw in raws]
+        states = []
+        for history in with_history:
+            raw = next(replies)
+            items = decode_items(next(replies)) if history else []
+            states.append(UserState(None if raw is None else decode_vector(raw, dim), items))
+        return states
 
     async def meta(self, model_version: str) -> dict[str, object] | None:
         """The load record of ``model_version`` (dim, dtype, count, loaded_at), or None."""

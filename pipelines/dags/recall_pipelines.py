@@ -6,10 +6,16 @@
   to the new index finds its model's vectors.
 - ``recall_rebuild_index`` (nightly): rebuild the index from the LATEST model (vectors are
   re-loaded first, idempotently), then the same clean-up.
+- Both seed the users' history lists (``recall:hist:<user_id>``) from the data directory
+  before the index is published, so the seen filter and the refresher start from the data.
+- ``recall_refresh_vectors`` (hourly): re-encode every user touched by RecordInteractions
+  since its previous run, with the serving model's user tower (covers anything the
+  ``recall refresher`` worker missed).
 
 Params (set per run with ``conf``; defaults from ``RECALL_*`` env at parse time):
 ``data_dir``, ``artifact_root``, ``redis_url``, ``epochs``, ``min_recall``,
-``keep_indexes`` (user vectors are kept for the models of this many newest indexes).
+``keep_indexes`` (user vectors are kept for the models of this many newest indexes),
+``history_max_items`` (cap of each seeded history list).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ _DEFAULTS: dict[str, Any] = {
     "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.8")), type="number"),
     "keep_indexes": Param(
         int(os.environ.get("RECALL_KEEP_INDEXES", "3")), type="integer", minimum=1
+    ),
+    "history_max_items": Param(
+        int(os.environ.get("RECALL_HISTORY_MAX_ITEMS", "1000")), type="integer", minimum=1
     ),
 }
 _START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -70,6 +79,24 @@ def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
 
 
 @task
+def seed_histories(params: dict[str, Any] | None = None) -> int:
+    from training import histories
+
+    assert params is not None
+    return histories.seed_histories(
+        params["data_dir"], params["redis_url"], params["history_max_items"]
+    )
+
+
+@task
+def refresh_touched_users(params: dict[str, Any] | None = None) -> int:
+    from training import refresher
+
+    assert params is not None
+    return refresher.refresh_touched_users(params["artifact_root"], params["redis_url"])
+
+
+@task
 def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
     from serving import tasks
 
@@ -87,7 +114,9 @@ def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
     tags=["recall"],
 )
 def recall_train_and_index() -> None:
-    build_index(load_user_vectors(train())) >> prune_user_vectors()
+    index = build_index(load_user_vectors(train()))
+    seed_histories() >> index
+    index >> prune_user_vectors()
 
 
 @dag(
@@ -100,8 +129,24 @@ def recall_train_and_index() -> None:
     tags=["recall"],
 )
 def recall_rebuild_index() -> None:
-    build_index(load_user_vectors(latest_model())) >> prune_user_vectors()
+    index = build_index(load_user_vectors(latest_model()))
+    seed_histories() >> index
+    index >> prune_user_vectors()
+
+
+@dag(
+    dag_id="recall_refresh_vectors",
+    schedule="@hourly",
+    start_date=_START,
+    catchup=False,
+    max_active_runs=1,
+    params=_DEFAULTS,  # uses artifact_root and redis_url; the rest so any run conf fits
+    tags=["recall"],
+)
+def recall_refresh_vectors() -> None:
+    refresh_touched_users()
 
 
 recall_train_and_index()
 recall_rebuild_index()
+recall_refresh_vectors()

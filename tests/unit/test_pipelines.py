@@ -37,9 +37,11 @@ def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
     assert _edges(dag) == {
         ("train", "load_user_vectors"),
         ("load_user_vectors", "build_index"),
+        ("seed_histories", "build_index"),
         ("build_index", "prune_user_vectors"),
     }
     assert set(dag.params.keys()) >= {
+        "history_max_items",
         "data_dir",
         "artifact_root",
         "redis_url",
@@ -54,8 +56,16 @@ def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> No
     assert _edges(dag) == {
         ("latest_model", "load_user_vectors"),
         ("load_user_vectors", "build_index"),
+        ("seed_histories", "build_index"),
         ("build_index", "prune_user_vectors"),
     }
+
+
+def test_hourly_refresh_dag_re_encodes_touched_users(dags_module: ModuleType) -> None:
+    dag = dags_module.recall_refresh_vectors()
+    assert dag.dag_id == "recall_refresh_vectors"
+    assert set(dag.task_dict) == {"refresh_touched_users"}
+    assert set(dag.params.keys()) >= {"artifact_root", "redis_url"}
 
 
 def test_dag_file_imports_neither_tensorflow_nor_faiss_at_parse_time(

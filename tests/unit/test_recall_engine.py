@@ -26,6 +26,7 @@ from serving.recall_engine import (
     select_candidates,
     validate_query,
 )
+from serving.user_vectors import UserState
 from tests.unit.helpers import SMALL_PARAMS, write_index, write_model_artifact
 
 ITEMS = ["a", "b", "c", "d", "e"]
@@ -100,20 +101,28 @@ def test_validate_query_accepts_bounds(k: int) -> None:
 
 
 class FakeUserVectors:
-    """Stands in for UserVectorStore: vectors per (model version, user id)."""
+    """Stands in for UserVectorStore: vectors per (model version, user id), histories per
+    user id."""
 
     def __init__(self, model_version: str, vectors: dict[str, np.ndarray]) -> None:
         self.model_version = model_version
         self.vectors = vectors
+        self.histories: dict[str, list[str]] = {}
         self.calls: list[tuple[str, list[str], int]] = []
+        self.history_asked: list[list[bool]] = []
 
-    async def get_many(
-        self, model_version: str, user_ids: Sequence[str], dim: int
-    ) -> list[np.ndarray | None]:
+    async def read_users(
+        self, model_version: str, user_ids: Sequence[str], dim: int, with_history: Sequence[bool]
+    ) -> list[UserState]:
         self.calls.append((model_version, list(user_ids), dim))
-        if model_version != self.model_version:
-            return [None] * len(user_ids)
-        return [self.vectors.get(u) for u in user_ids]
+        self.history_asked.append(list(with_history))
+        return [
+            UserState(
+                self.vectors.get(u) if model_version == self.model_version else None,
+                self.histories.get(u, []) if h else [],
+            )
+            for u, h in zip(user_ids, with_history, strict=True)
+        ]
 
 
 class Setup:
@@ -246,6 +255,44 @@ def test_invalid_query_in_batch_rejects_whole_batch_before_lookup(setup: Setup) 
     with pytest.raises(InvalidRequest):
         setup.recall(RecallQuery(user_id="user-1", k=5), RecallQuery(user_id="user-2", k=101))
     assert len(setup.vectors.calls) == calls
+
+
+def test_exclude_seen_removes_the_history_and_still_returns_k(setup: Setup) -> None:
+    [top] = setup.recall(RecallQuery(user_id="user-8", k=10))
+    seen = [i for i, _ in top.candidates[:4]] + ["not-in-catalog"]
+    setup.vectors.histories["user-8"] = seen
+    try:
+        [plain] = setup.recall(RecallQuery(user_id="user-8", k=10))
+        [result] = setup.recall(
+            RecallQuery(
+                user_id="user-8", k=10, exclude=frozenset({top.candidates[4][0]}), exclude_seen=True
+            )
+        )
+    finally:
+        del setup.vectors.histories["user-8"]
+    assert plain.candidates == top.candidates  # the history only matters when asked for
+    assert setup.vectors.history_asked[-1] == [True]
+    assert_well_formed(result, 10)
+    returned = [i for i, _ in result.candidates]
+    assert not set(returned) & {*seen, top.candidates[4][0]}
+    assert returned[:5] == [i for i, _ in top.candidates[5:]]
+
+
+def test_exclude_seen_in_a_batch_and_for_fallback_answers(setup: Setup) -> None:
+    popular = [i for i, _ in setup.loaded.popular]
+    setup.vectors.histories.update({"nobody": popular[:2], "user-1": ["item-0"]})
+    try:
+        results = setup.recall(
+            RecallQuery(user_id="nobody", k=3, exclude_seen=True),
+            RecallQuery(user_id="user-1", k=3),
+            RecallQuery(user_id="nobody", k=3),
+        )
+    finally:
+        setup.vectors.histories.clear()
+    assert setup.vectors.history_asked[-1] == [True, False, False]
+    assert results[0].source is Source.FALLBACK
+    assert [i for i, _ in results[0].candidates] == popular[2:5]
+    assert [i for i, _ in results[2].candidates] == popular[:3]
 
 
 def test_no_index_loaded_raises(tmp_path: Path) -> None:

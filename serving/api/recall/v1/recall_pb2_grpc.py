@@ -44,6 +44,11 @@ class RecallServiceStub:
                 request_serializer=recall_dot_v1_dot_recall__pb2.BatchRecallRequest.SerializeToString,
                 response_deserializer=recall_dot_v1_dot_recall__pb2.BatchRecallResponse.FromString,
                 _registered_method=True)
+        self.RecordInteractions = channel.unary_unary(
+                '/recall.v1.RecallService/RecordInteractions',
+                request_serializer=recall_dot_v1_dot_recall__pb2.RecordInteractionsRequest.SerializeToString,
+                response_deserializer=recall_dot_v1_dot_recall__pb2.RecordInteractionsReply.FromString,
+                _registered_method=True)
 
 
 class RecallServiceServicer:
@@ -61,6 +66,15 @@ class RecallServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordInteractions(self, request, context):
+        """Append interactions to the users' histories and notify the refresher, which rewrites
+        those users' vectors within seconds. Either every known interaction is stored or the
+        call fails (UNAVAILABLE when Redis stays unreachable past the retry window).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecallServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +87,11 @@ def add_RecallServiceServicer_to_server(servicer, server):
                     servicer.BatchRecall,
                     request_deserializer=recall_dot_v1_dot_recall__pb2.BatchRecallRequest.FromString,
                     response_serializer=recall_dot_v1_dot_recall__pb2.BatchRecallResponse.SerializeToString,
+            ),
+            'RecordInteractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordInteractions,
+                    request_deserializer=recall_dot_v1_dot_recall__pb2.RecordInteractionsRequest.FromString,
+                    response_serializer=recall_dot_v1_dot_recall__pb2.RecordInteractionsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +148,33 @@ class RecallService:
             '/recall.v1.RecallService/BatchRecall',
             recall_dot_v1_dot_recall__pb2.BatchRecallRequest.SerializeToString,
             recall_dot_v1_dot_recall__pb2.BatchRecallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recall.v1.RecallService/RecordInteractions',
+            recall_dot_v1_dot_recall__pb2.RecordInteractionsRequest.SerializeToString,
+            recall_dot_v1_dot_recall__pb2.RecordInteractionsReply.FromString,
             options,
             channel_credentials,
             insecure,
