@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,28 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
             process.kill()
 
 
-def _fresh_vectors(console: Console, client: Any, redis_url: str, titles: dict[str, str]) -> bool:
+def _wait_refresher_ready(store: Any, consumer: str, timeout_s: float) -> bool:
+    """True once ``consumer`` joined the refreshers group: it does so with its first read,
+    after loading the user tower, so events from then on are encoded at once."""
+    import redis
+
+    from keyspace.events import EVENTS_STREAM, REFRESHER_GROUP
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            consumers = store.xinfo_consumers(EVENTS_STREAM, REFRESHER_GROUP)
+            if any(c["name"].decode() == consumer for c in consumers):
+                return True
+        except redis.ResponseError:
+            pass  # no group yet
+        time.sleep(0.2)
+    return False
+
+
+def _fresh_vectors(
+    console: Console, client: Any, redis_url: str, titles: dict[str, str], consumer: str
+) -> bool:
     """Record three interactions of FRESH_USER over gRPC, wait for the refresher to rewrite
     the user's vector, and show the candidates before and after (seen items excluded)."""
     import redis
@@ -51,6 +73,9 @@ def _fresh_vectors(console: Console, client: Any, redis_url: str, titles: dict[s
     key = user_vector_key(before.model_version, FRESH_USER)
     store = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
+        if not _wait_refresher_ready(store, consumer, 60):
+            console.print("[bold red]the refresher did not start within 60 s[/]")
+            return False
         old_vector = store.get(key)
         sent = time.monotonic()
         reply = client.record_interactions([(FRESH_USER, item, 0) for item in items])
@@ -205,7 +230,9 @@ def run_demo(console: Console, epochs: int) -> int:
             console.print(candidates_table(user, client.recall(user, 10), titles))
 
         _stage(console, 6, "fresh vectors: interactions in → refresher → new candidates")
-        fresh = _fresh_vectors(console, client, redis.url, titles)
+        assert refresher is not None
+        consumer = f"{socket.gethostname()}-{refresher.pid}"
+        fresh = _fresh_vectors(console, client, redis.url, titles, consumer)
         client.close()
         if not fresh:
             console.print(f"refresher log: {refresher_log}")

@@ -279,6 +279,8 @@ class Refresher:
                 if not group_ready:
                     self.ensure_group()
                     self.model.encoder()  # load the tower now, not on the first event
+                    # Join the group explicitly: a visible sign that this worker is ready.
+                    self.client.xgroup_createconsumer(EVENTS_STREAM, REFRESHER_GROUP, self.consumer)
                     group_ready = True
                 self.poll()
                 backoff = 0.1
