@@ -61,25 +61,37 @@ def data_synth(
 def train(
     data: Annotated[Path, typer.Option(help="Data directory.")] = paths.data_dir(),
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
-    epochs: int = 20,
-    embedding_dim: int = 32,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML training config (TrainConfig fields, incl. the feature spec)."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Most epochs (early stopping may stop sooner).")
+    ] = None,
 ) -> None:
-    """Train the two towers on DATA and publish a model artifact."""
+    """Train the two towers on DATA and publish a model artifact.
+
+    Epochs are chosen on each user's second-to-last interaction; the published model is
+    then refitted on all interactions (see docs/quality.md).
+    """
     from rich.progress import Progress
 
     from training import tasks
+    from training.config import read_train_config
 
+    settings = read_train_config(config, {"epochs": epochs})
     with Progress(console=console, transient=True) as progress:
-        bar = progress.add_task("training", total=epochs)
+        bar = progress.add_task("training", total=settings.epochs)
 
         def on_epoch(epoch: int, total: int, loss: float) -> None:
             progress.update(
-                bar, completed=epoch, description=f"epoch {epoch}/{total} loss {loss:.3f}"
+                bar,
+                completed=epoch,
+                total=total,
+                description=f"epoch {epoch}/{total} loss {loss:.3f}",
             )
 
-        uri = tasks.train(
-            data, artifact_root, {"epochs": epochs, "embedding_dim": embedding_dim}, on_epoch
-        )
+        uri = tasks.train(data, artifact_root, settings.model_dump(), on_epoch)
     console.print(f"[green]model[/] {uri}")
     model_show(model_version=Path(uri).name, artifact_root=artifact_root)
 

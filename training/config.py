@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.features import FeatureSpec
@@ -33,6 +35,15 @@ class TrainConfig(BaseModel):
     use_item_features: bool = Field(True, description="Item tower reads the item columns.")
     use_user_features: bool = Field(True, description="User tower reads the user columns.")
     history_length: int = Field(50, ge=1, le=1000, description="Most recent items read.")
+    history_context: Literal["before", "all_other"] = Field(
+        "before",
+        description="Training history of an interaction: the items before it ('before': "
+        "next-item prediction) or all the user's other items ('all_other': the user's "
+        "taste as a set, for held-out items spread over time).",
+    )
+    history_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Share of history items hidden per training example."
+    )
     history_decay: float = Field(
         0.98, gt=0, le=1, description="Initial recency weight ratio between positions."
     )
@@ -70,3 +81,20 @@ class TrainConfig(BaseModel):
     eval_k: list[int] = Field([10, 50, 100], description="Cut-offs for held-out metrics.")
     seed: int = Field(0, description="Seed for initialisation, dropout and shuffling.")
     verbose: int = Field(0, ge=0, le=2, description="Keras progress output (1 = bar).")
+
+
+def read_train_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A TrainConfig from a YAML file (optional) with ``overrides`` (None values ignored).
+
+    Raises:
+        ValueError: the file is not a YAML mapping (pydantic.ValidationError, a ValueError,
+            for unknown or out-of-range fields).
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a training config must be a YAML mapping")
+        values.update(loaded or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainConfig(**values)

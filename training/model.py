@@ -165,6 +165,9 @@ class UserTower(keras.Model):
         if self.position_logits is not None:
             history = inputs["history"]
             mask = tf.cast(tf.not_equal(history, 0), tf.float32)
+            if training and self.config.history_dropout > 0:
+                kept = tf.random.uniform(tf.shape(history)) >= self.config.history_dropout
+                mask = mask * tf.cast(kept, tf.float32)
             weights = tf.exp(self.position_logits)[tf.newaxis, : tf.shape(history)[1]] * mask
             pooled = tf.reduce_sum(self.item_embedding(history) * weights[..., tf.newaxis], 1)
             parts.append(pooled / tf.maximum(tf.reduce_sum(weights, 1, keepdims=True), 1e-6))

@@ -119,6 +119,26 @@ def history_matrix(user_rows: np.ndarray, item_rows: np.ndarray, length: int) ->
     return out
 
 
+def other_items_matrix(user_rows: np.ndarray, item_rows: np.ndarray, length: int) -> np.ndarray:
+    """For interactions sorted by (user, time): each one's user's *other* items.
+
+    Returns:
+        [n, length] int64: row r holds the user's most recent items except r's own, most
+        recent first, 0-padded.
+    """
+    out = np.zeros((len(user_rows), length), dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, user_rows[1:] != user_rows[:-1]])
+    ends = np.r_[starts[1:], len(user_rows)]
+    positions = np.arange(length)[None, :]
+    for start, end in zip(starts, ends, strict=True):
+        recent = item_rows[start:end][::-1]  # most recent first
+        own = np.arange(end - start)[::-1][:, None]  # row's own position in ``recent``
+        index = positions + (positions >= own)
+        valid = index < len(recent)
+        out[start:end] = np.where(valid, recent[np.minimum(index, len(recent) - 1)], 0)
+    return out
+
+
 def latest_histories(
     interactions: pd.DataFrame, item_index: dict[str, int], users: Sequence[str], length: int
 ) -> np.ndarray:
@@ -151,11 +171,8 @@ def training_examples(
     item_index = {u: i + 1 for i, u in enumerate(vocab.item_ids)}
     users = ordered["user_id"].map(user_index).to_numpy(dtype=np.int64)
     items = ordered["item_id"].map(item_index).to_numpy(dtype=np.int64)
-    return {
-        "user": users,
-        "history": history_matrix(users, items, config.history_length),
-        "item": items,
-    }
+    context = history_matrix if config.history_context == "before" else other_items_matrix
+    return {"user": users, "history": context(users, items, config.history_length), "item": items}
 
 
 def _batches(examples: dict[str, np.ndarray], config: TrainConfig) -> tf.data.Dataset:

@@ -297,3 +297,13 @@ def test_export_and_reload_gives_identical_vectors(
     np.testing.assert_array_equal(artifact.item_vectors(), model.item_vectors())
     popular = json.loads((tmp_path / "popular_items.json").read_text())
     assert sum(p["count"] for p in popular) == 600
+
+
+def test_other_items_matrix_leaves_out_the_row_itself() -> None:
+    from training.train import other_items_matrix
+
+    users = np.array([1, 1, 1, 2])
+    items = np.array([10, 11, 12, 20])
+    got = other_items_matrix(users, items, 3)
+    # user 1, most recent first: 12, 11, 10; each row drops its own item.
+    assert got.tolist() == [[12, 11, 0], [12, 10, 0], [11, 10, 0], [0, 0, 0]]
