@@ -89,7 +89,10 @@ def _started(ti: Any) -> float:
 
 _PROGRESS_PATTERNS = (
     (re.compile(r"\[DAG TEST\] starting task_id=(\w+)"), "running task {0}"),
-    (re.compile(r"epoch (\d+)/(\d+) loss ([\d.]+)"), "train: epoch {0}/{1}, loss {2}"),
+    (
+        re.compile(r"(validate|final) epoch (\d+)/(\d+) loss ([\d.]+)"),
+        "train ({0}): epoch {1}/{2}, loss {3}",
+    ),
     (re.compile(r"index (\S+): recall@(\d+)=([\d.]+)"), "build_index: {0}, recall@{1} {2}"),
 )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from artifacts.store import ArtifactStore, new_version
-from training.config import TrainConfig
+from training.config import read_train_config
 from training.data.schema import load_dataset
 from training.export import publish_model
 from training.train import EpochCallback, train_two_tower
@@ -20,14 +20,18 @@ def train(
     artifact_root: str,
     config: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
+    config_file: str | Path | None = None,
 ) -> str:
     """Load ``data_dir``, train the towers, publish the model artifact. Returns its URI.
+
+    ``config_file`` (YAML, optional) holds TrainConfig fields, the feature spec included;
+    ``config`` entries override it.
 
     Raises:
         DataFormatError: the data directory breaks the format (message says how).
         pydantic.ValidationError: an unknown or out-of-range hyper-parameter.
     """
-    train_config = TrainConfig(**(config or {}))
+    train_config = read_train_config(Path(config_file) if config_file else None, config)
     dataset = load_dataset(data_dir)
     model = train_two_tower(dataset, train_config, on_epoch=on_epoch)
     version = new_version()

@@ -13,7 +13,9 @@
   ``recall refresher`` worker missed).
 
 Params (set per run with ``conf``; defaults from ``RECALL_*`` env at parse time):
-``data_dir``, ``artifact_root``, ``redis_url``, ``epochs``, ``min_recall``,
+``data_dir``, ``artifact_root``, ``redis_url``, ``epochs`` (most epochs; early stopping on
+the validation split picks fewer), ``train_config`` (YAML file of training settings and
+the feature spec; empty = defaults), ``min_recall``,
 ``keep_indexes`` (user vectors are kept for the models of this many newest indexes),
 ``history_max_items`` (cap of each seeded history list).
 """
@@ -32,7 +34,8 @@ _DEFAULTS: dict[str, Any] = {
     "redis_url": Param(
         os.environ.get("RECALL_REDIS_URL", "redis://127.0.0.1:6390/0"), type="string"
     ),
-    "epochs": Param(int(os.environ.get("RECALL_EPOCHS", "20")), type="integer", minimum=1),
+    "epochs": Param(int(os.environ.get("RECALL_EPOCHS", "30")), type="integer", minimum=1),
+    "train_config": Param(os.environ.get("RECALL_TRAIN_CONFIG", ""), type="string"),
     "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.8")), type="number"),
     "keep_indexes": Param(
         int(os.environ.get("RECALL_KEEP_INDEXES", "3")), type="integer", minimum=1
@@ -49,7 +52,12 @@ def train(params: dict[str, Any] | None = None) -> str:
     from training import tasks
 
     assert params is not None
-    return tasks.train(params["data_dir"], params["artifact_root"], {"epochs": params["epochs"]})
+    return tasks.train(
+        params["data_dir"],
+        params["artifact_root"],
+        {"epochs": params["epochs"]},
+        config_file=params.get("train_config") or None,
+    )
 
 
 @task

@@ -83,8 +83,9 @@ def test_dag_file_imports_neither_tensorflow_nor_faiss_at_parse_time(
             "running task train",
         ),
         (
-            "2026-11-23T08:20:38Z [info ] epoch 3/20 loss 6.4356   [training.train]",
-            "train: epoch 3/20, loss 6.4356",
+            "2026-11-23T08:20:38Z [info ] validate epoch 3/20 loss 6.4356 "
+            "(val_recall@10 0.2134, val_ndcg@10 0.1086)  [training.train]",
+            "train (validate): epoch 3/20, loss 6.4356",
         ),
         (
             "[info] index IVF43,PQ16x8: recall@10=0.8668 (min 0.80)",
