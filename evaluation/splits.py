@@ -10,6 +10,11 @@
   single interaction only train; test items never seen in training are dropped (no method
   can learn them), as in ``training``'s own leave-last-out split.
 
+- **P2-cold** is P2 where a seeded quarter of the test users keep only their
+  ``COLD_KEEP`` most recent training interactions (the rest are dropped from the data, as
+  if the user had just arrived): ML-100K has no user with ≤ 5 interactions, so this is how
+  the cold-user slice gets users. Everyone else's data is unchanged.
+
 Each :class:`Split` carries a ``tuning`` split for hyper-parameters (EASE's λ): P1's is
 train → validation, P2's is everything before the second-to-last interaction → that one.
 """
@@ -22,7 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PROTOCOLS = ("p1", "p2")
+PROTOCOLS = ("p1", "p2", "p2cold")
+COLD_SHARE = 0.25
+"""P2-cold: share of test users (seeded) cut down to their most recent training items."""
+COLD_KEEP = 5
+"""P2-cold: training interactions a cut-down user keeps (at or under the cold slice's cap)."""
 P1_RATIOS = (0.8, 0.1, 0.1)
 
 
@@ -113,10 +122,30 @@ def temporal_leave_last_out(interactions: pd.DataFrame) -> Split:
     return Split("p2", train=train, test=test, masked=train, tuning=tuning)
 
 
+def cut_down_users(
+    split: Split, seed: int, share: float = COLD_SHARE, keep: int = COLD_KEEP
+) -> Split:
+    """``split`` with a seeded ``share`` of its test users reduced to their ``keep`` most
+    recent training interactions (dropped from ``train`` and ``masked`` alike)."""
+    rng = np.random.default_rng(seed)
+    users = np.array(sorted(split.test["user_id"].unique()), dtype=object)
+    chosen = set(rng.choice(users, size=round(share * len(users)), replace=False).tolist())
+    ordered = split.train.sort_values(["user_id", "timestamp"], kind="stable")
+    from_end = ordered.groupby("user_id").cumcount(ascending=False).to_numpy()
+    dropped = ordered["user_id"].isin(chosen).to_numpy() & (from_end >= keep)
+    train = ordered[~dropped].reset_index(drop=True)
+    test = split.test[split.test["item_id"].isin(set(train["item_id"]))].reset_index(drop=True)
+    tune_train, tune_test = _hold_out_last(train)
+    tuning = Split("p2cold", train=tune_train, test=tune_test, masked=tune_train)
+    return Split("p2cold", train=train, test=test, masked=train, tuning=tuning)
+
+
 def make_split(protocol: str, interactions: pd.DataFrame, seed: int) -> Split:
-    """The split of ``protocol`` ("p1" or "p2") over ``interactions``."""
+    """The split of ``protocol`` ("p1", "p2" or "p2cold") over ``interactions``."""
     if protocol == "p1":
         return random_ratio_split(interactions, seed)
     if protocol == "p2":
         return temporal_leave_last_out(interactions)
+    if protocol == "p2cold":
+        return cut_down_users(temporal_leave_last_out(interactions), seed)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")

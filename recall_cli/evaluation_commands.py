@@ -33,7 +33,11 @@ def evaluate(
         Path, typer.Option(help="Data directory (default: ML-100K, fetched if missing).")
     ] = paths.data_dir(),
     protocol: Annotated[
-        str, typer.Option(help="p1 (RecBole random 80/10/10), p2 (leave-last-out) or all.")
+        str,
+        typer.Option(
+            help="p1 (RecBole random 80/10/10), p2 (leave-last-out), p2cold (p2 with a "
+            "quarter of the test users cut to 5 training items) or all."
+        ),
     ] = "all",
     variant: Annotated[
         list[str] | None,
@@ -61,7 +65,7 @@ def evaluate(
 
     protocols = PROTOCOLS if protocol == "all" else (protocol,)
     if protocol != "all" and protocol not in PROTOCOLS:
-        _fail(f"--protocol {protocol}: expected p1, p2 or all")
+        _fail(f"--protocol {protocol}: expected p1, p2, p2cold or all")
     variants = tuple(variant or ["default"])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -29,6 +29,11 @@ class TrainConfig(BaseModel):
     hidden_units: list[int] = Field(
         default_factory=list, description="Hidden ReLU layers of each tower's head."
     )
+    normalize_items: bool = Field(
+        True,
+        description="L2-normalise item vectors (cosine scores); off lets an item's norm "
+        "carry its overall appeal (scores are then inner products).",
+    )
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     use_history: bool = Field(True, description="User tower reads the user's recent items.")
     use_user_id: bool = Field(True, description="User tower has a user id embedding.")

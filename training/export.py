@@ -116,6 +116,7 @@ def write_model_dir(
         model_version=model_version,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         embedding_dim=int(user_vectors.shape[1]),
+        normalized=config.normalize_items,
         user_count=len(model.user_ids),
         item_count=len(model.item_ids),
         data_source=data_source,

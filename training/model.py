@@ -48,13 +48,14 @@ def _masked_mean(embedded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(embedded * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
-def _head(hidden: Sequence[int], dim: int, name: str) -> keras.Sequential:
+def _head(hidden: Sequence[int], dim: int, name: str, normalize: bool = True) -> keras.Sequential:
     layers: list[keras.layers.Layer] = [
         keras.layers.Dense(units, activation="relu", name=f"{name}_hidden{i}")
         for i, units in enumerate(hidden)
     ]
     layers.append(keras.layers.Dense(dim, name=f"{name}_out"))
-    layers.append(keras.layers.UnitNormalization(name=f"{name}_l2"))
+    if normalize:
+        layers.append(keras.layers.UnitNormalization(name=f"{name}_l2"))
     return keras.Sequential(layers, name=name)
 
 
@@ -104,7 +105,9 @@ class ItemTower(keras.Model):
             if features
             else None
         )
-        self.head = _head(config.hidden_units, config.embedding_dim, "item_head")
+        self.head = _head(
+            config.hidden_units, config.embedding_dim, "item_head", config.normalize_items
+        )
 
     def call(self, items: tf.Tensor) -> tf.Tensor:
         parts = [self.id_embedding(items)]

@@ -102,3 +102,23 @@ def test_p2_drops_test_items_never_trained() -> None:
 def test_unknown_protocol() -> None:
     with pytest.raises(ValueError, match="p3"):
         make_split("p3", generate(5, 10, 3).interactions, 0)
+
+
+def test_p2cold_cuts_a_quarter_of_test_users_to_their_latest_five() -> None:
+    data = generate(n_users=40, n_items=60, interactions_per_user=12, seed=2).interactions
+    warm = make_split("p2", data, seed=5)
+    cold = make_split("p2cold", data, seed=5)
+    assert cold.protocol == "p2cold"
+    counts = cold.train.groupby("user_id").size()
+    cut = set(counts[counts <= 5].index)
+    assert len(cut) == round(0.25 * warm.test["user_id"].nunique())
+    for user in cut:
+        kept = cold.train[cold.train["user_id"] == user].sort_values("timestamp")
+        full = warm.train[warm.train["user_id"] == user].sort_values("timestamp")
+        # The user keeps exactly their five most recent training interactions.
+        assert kept["item_id"].tolist() == full["item_id"].tolist()[-5:]
+    # Everyone else is untouched, and the test items are the same rows as P2's.
+    others = cold.train[~cold.train["user_id"].isin(cut)]
+    assert len(others) == len(warm.train[~warm.train["user_id"].isin(cut)])
+    assert set(cold.test["user_id"]) <= set(warm.test["user_id"])
+    assert make_split("p2cold", data, seed=5).train.equals(cold.train)  # seeded
