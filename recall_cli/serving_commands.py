@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ def serve(
     RECALL_CONFIG; options given here win over both.
     """
     from serving.config import load_settings
-    from serving.server import run_forever
+    from serving.server import serve as serve_until_stopped
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -42,7 +41,7 @@ def serve(
     settings = load_settings(
         port=port, admin_port=admin_port, redis_url=redis_url, artifact_root=artifact_root
     )
-    asyncio.run(run_forever(settings))
+    serve_until_stopped(settings)
 
 
 def _target(port: int) -> str:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -79,6 +79,72 @@ class ServerSettings(BaseSettings):
         2.0,
         ge=0,
         description="RecordInteractions retries Redis writes this long before UNAVAILABLE.",
+    )
+    redis_failure_mode: Literal["fallback", "unavailable"] = Field(
+        "fallback",
+        description=(
+            "What Recall answers when Redis fails or times out: the popular items marked "
+            "SOURCE_FALLBACK_DEGRADED (fallback), or UNAVAILABLE. Writes never degrade."
+        ),
+    )
+    redis_health_check_s: float = Field(
+        10.0,
+        ge=0,
+        description="PING a pooled Redis connection idle this long before reusing it; 0: never.",
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failed Redis reads that open the circuit breaker."
+    )
+    breaker_reset_s: float = Field(
+        0.25,
+        gt=0,
+        description=(
+            "How long an open breaker serves degraded answers without asking Redis before "
+            "one probe read (half-open)."
+        ),
+    )
+    batching: bool = Field(
+        True,
+        description=(
+            "Coalesce concurrent Recall calls into one Redis round trip and one Faiss "
+            "search (on|off)."
+        ),
+    )
+    batch_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        le=1000,
+        description=(
+            "Longest a Recall call waits for others to share its batch (while no batch "
+            "runs, a call goes at the next event-loop turn)."
+        ),
+    )
+    batch_max: int = Field(64, ge=1, le=10_000, description="Most Recall calls in one batch.")
+    max_in_flight: int = Field(
+        512,
+        ge=1,
+        description="Recall/BatchRecall calls served at once; more get RESOURCE_EXHAUSTED.",
+    )
+    max_nprobe: int = Field(
+        1024, ge=1, description="Largest per-request nprobe (RecallRequest.nprobe)."
+    )
+    max_refine_factor: int = Field(
+        64, ge=1, description="Largest per-request refine_factor (RecallRequest.refine_factor)."
+    )
+    inline_search_codes: int = Field(
+        200_000,
+        ge=0,
+        description=(
+            "Searches expected to scan at most this many PQ codes (queries × nprobe × "
+            "items/nlist) run on the event loop instead of a worker thread; 0: always a thread."
+        ),
+    )
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description=(
+            "Event loop of `recall serve`. grpc.aio runs its own poller integration on the "
+            "default loop; under uvloop it hops through a poller thread, measured ~2x slower."
+        ),
     )
 
     @classmethod

@@ -16,7 +16,23 @@ class NoIndexLoaded(RecallError):
 
 
 class BackendUnavailable(RecallError):
-    """Redis (or another backend) cannot be reached right now (→ UNAVAILABLE)."""
+    """Redis (or another backend) cannot be reached right now (→ UNAVAILABLE).
+
+    ``reason`` names the failure for metrics and degraded answers: ``redis_error``,
+    ``redis_timeout`` or ``circuit_open``.
+    """
+
+    def __init__(self, message: str, reason: str = "redis_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Overloaded(RecallError):
+    """More calls are in flight than the server accepts (→ RESOURCE_EXHAUSTED)."""
+
+
+class DeadlineExpired(RecallError):
+    """The caller's deadline passed before the call was served (→ DEADLINE_EXCEEDED)."""
 
 
 class IndexVersionNotFound(RecallError):

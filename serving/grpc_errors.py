@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -22,6 +23,8 @@ STATUS_BY_ERROR: list[tuple[type[errors.RecallError], grpc.StatusCode]] = [
     (errors.IndexVersionNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.IndexLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.CorruptUserVector, grpc.StatusCode.DATA_LOSS),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
@@ -39,7 +42,20 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 def grpc_method(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     """Wrap a servicer method: map RecallError to its status code, anything unexpected to
-    INTERNAL (logged with traceback, never shown to the caller), and record metrics."""
+    INTERNAL (logged with traceback, never shown to the caller), and record metrics.
+
+    A call that gRPC cancels (the client went away or its deadline passed) is counted as
+    CANCELLED or DEADLINE_EXCEEDED. Metric children are resolved once per method, not per
+    call (a label look-up takes a lock and a dict search).
+    """
+    latency = LATENCY.labels(name)
+    counters: dict[grpc.StatusCode, Any] = {}
+
+    def count(code: grpc.StatusCode) -> None:
+        counter = counters.get(code)
+        if counter is None:
+            counter = counters[code] = REQUESTS.labels(name, code.name)
+        counter.inc()
 
     def decorate(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(fn)
@@ -50,6 +66,11 @@ def grpc_method(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]
                 return await fn(self, request, context)
             except errors.RecallError as exc:
                 code, message = status_for(exc), str(exc)
+            except asyncio.CancelledError:
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+                raise
             except Exception:
                 log.exception("%s failed", name)
                 code, message = (
@@ -57,8 +78,8 @@ def grpc_method(name: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]
                     f"internal error in {name}; see server log",
                 )
             finally:
-                REQUESTS.labels(name, code.name).inc()
-                LATENCY.labels(name).observe(time.perf_counter() - started)
+                count(code)
+                latency.observe(time.perf_counter() - started)
             await context.abort(code, message)
             raise AssertionError("unreachable: context.abort raises")
 

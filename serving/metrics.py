@@ -32,3 +32,20 @@ INTERACTIONS = Counter(
 REDIS_WRITE_RETRIES = Counter(
     "recall_redis_write_retries_total", "Redis writes retried after an error (RecordInteractions)."
 )
+DEGRADED = Counter(
+    "recall_degraded_responses_total",
+    "Recall responses served degraded (popular items) because Redis failed, by reason: "
+    "redis_error, redis_timeout, circuit_open.",
+    ["reason"],
+)
+IN_FLIGHT = Gauge("recall_in_flight_calls", "Recall/BatchRecall calls being served now.")
+BATCH_SIZE = Histogram(
+    "recall_batch_size",
+    "Recall calls coalesced into one Redis round trip and Faiss search (micro-batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+BATCH_DROPPED = Counter(
+    "recall_batch_dropped_total",
+    "Recall calls dropped from their batch before it ran: deadline passed or cancelled.",
+    ["reason"],
+)

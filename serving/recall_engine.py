@@ -2,22 +2,34 @@
 
 Transport-free (no gRPC here), so the logic is testable without a server; the servicer in
 ``serving.server`` only converts messages and maps errors to status codes.
+
+Answers do not depend on which queries share a call: queries are searched in groups of
+equal (depth, nprobe, refine factor), so a query gets the same candidates alone, in a
+``BatchRecall`` or in a micro-batch of concurrent ``Recall`` calls.
+
+Degraded answers: when the user-vector read fails or times out, or the circuit breaker is
+open, every query of the call gets the popular items (minus its explicit exclusions; the
+history cannot be read) marked ``FALLBACK_DEGRADED`` with the reason, unless the failure
+mode is ``unavailable`` (then the call fails with BackendUnavailable).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
 
 import numpy as np
 
-from serving.errors import InvalidRequest
+from serving.circuit_breaker import CircuitBreaker
+from serving.errors import BackendUnavailable, InvalidRequest, RecallError
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
-from serving.user_vectors import UserVectorStore
+from serving.user_vectors import UserState, UserVectorStore
 
 MAX_USER_ID_BYTES = 512
 """Longer user ids are refused: they would only make oversized Redis keys."""
@@ -28,6 +40,14 @@ MAX_EXCLUDED_ITEMS = 10_000
 class Source(Enum):
     USER_VECTOR = "user_vector"
     FALLBACK = "fallback"
+    FALLBACK_DEGRADED = "fallback_degraded"
+
+
+FailureMode = Literal["fallback", "unavailable"]
+
+# LoadedIndex.search gains a k_factor (refine over-fetch) keyword with the exact re-rank;
+# until then a per-request refine factor is accepted and has no effect.
+_SEARCH_TAKES_K_FACTOR = "k_factor" in inspect.signature(LoadedIndex.search).parameters
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,8 @@ class RecallQuery:
     k: int
     exclude: frozenset[str] = field(default_factory=frozenset)
     exclude_seen: bool = False  # also exclude the user's history (recall:hist:<user_id>)
+    nprobe: int | None = None  # per-request override; None = the server's default
+    refine_factor: int | None = None  # per-request re-rank over-fetch; None = the index's
 
 
 @dataclass(frozen=True)
@@ -44,11 +66,15 @@ class RecallResult:
     model_version: str
     index_version: str
     source: Source
+    degraded_reason: str = ""  # why, for FALLBACK_DEGRADED: redis_error|redis_timeout|circuit_open
 
 
-def validate_query(query: RecallQuery, max_k: int) -> None:
-    """Raises InvalidRequest when user_id is empty or too long, k is outside 1..max_k, or
-    there are more than MAX_EXCLUDED_ITEMS exclusions."""
+def validate_query(
+    query: RecallQuery, max_k: int, max_nprobe: int = 1024, max_refine_factor: int = 64
+) -> None:
+    """Raises InvalidRequest when user_id is empty or too long, k is outside 1..max_k, there
+    are more than MAX_EXCLUDED_ITEMS exclusions, or nprobe / refine_factor (when given) are
+    outside 1..max_nprobe / 1..max_refine_factor."""
     if not query.user_id:
         raise InvalidRequest("user_id is required")
     if len(query.user_id.encode()) > MAX_USER_ID_BYTES:
@@ -59,6 +85,15 @@ def validate_query(query: RecallQuery, max_k: int) -> None:
         )
     if not 1 <= query.k <= max_k:
         raise InvalidRequest(f"k must be between 1 and {max_k}, got {query.k}")
+    if query.nprobe is not None and not 1 <= query.nprobe <= max_nprobe:
+        raise InvalidRequest(
+            f"nprobe must be between 1 and {max_nprobe} (0 = server default), got {query.nprobe}"
+        )
+    if query.refine_factor is not None and not 1 <= query.refine_factor <= max_refine_factor:
+        raise InvalidRequest(
+            f"refine_factor must be between 1 and {max_refine_factor} (0 = index default), "
+            f"got {query.refine_factor}"
+        )
 
 
 def select_candidates(
@@ -66,6 +101,13 @@ def select_candidates(
 ) -> list[tuple[str, float]]:
     """First ``k`` results of one search row that are valid (id ≥ 0), not excluded, not
     repeated. ids, scores: [n] from Faiss, best first."""
+    if not exclude and len(ids) <= k:
+        # Fast path of most calls: a Faiss row holds each internal id at most once, so
+        # without exclusions only the -1 padding (missing results) goes.
+        valid = ids >= 0
+        names = [item_ids[i] for i in ids[valid].tolist()]
+        if len(set(names)) == len(names):  # external ids distinct too (always, in practice)
+            return list(zip(names, scores[valid].tolist(), strict=True))
     chosen: list[tuple[str, float]] = []
     seen: set[str] = set()
     for internal, score in zip(ids.tolist(), scores.tolist(), strict=True):
@@ -75,7 +117,7 @@ def select_candidates(
         if item in exclude or item in seen:
             continue
         seen.add(item)
-        chosen.append((item, float(score)))
+        chosen.append((item, score))
         if len(chosen) == k:
             break
     return chosen
@@ -85,82 +127,187 @@ def fallback_candidates(
     popular: Sequence[tuple[str, float]], exclude: frozenset[str], k: int
 ) -> list[tuple[str, float]]:
     """The ``k`` most popular items not excluded (fewer if the list runs out)."""
+    if not exclude:
+        return list(popular[:k])
     return [(item, score) for item, score in popular if item not in exclude][:k]
 
 
 class RecallEngine:
     def __init__(
-        self, holder: IndexHolder, vectors: UserVectorStore, max_k: int, nprobe: int | None = None
+        self,
+        holder: IndexHolder,
+        vectors: UserVectorStore,
+        max_k: int,
+        nprobe: int | None = None,
+        *,
+        max_nprobe: int = 1024,
+        max_refine_factor: int = 64,
+        breaker: CircuitBreaker | None = None,
+        failure_mode: FailureMode = "unavailable",
+        inline_search_codes: int = 0,
     ) -> None:
+        """``breaker``: guards the Redis reads (None: every call asks Redis).
+        ``failure_mode``: what a failed read gives, degraded answers ("fallback") or
+        BackendUnavailable ("unavailable"). ``inline_search_codes``: searches expected to
+        scan at most this many PQ codes run on the event loop, larger ones in a thread."""
         self.holder = holder
         self.vectors = vectors
         self.max_k = max_k
         self.nprobe = nprobe
+        self.max_nprobe = max_nprobe
+        self.max_refine_factor = max_refine_factor
+        self.breaker = breaker
+        self.failure_mode = failure_mode
+        self.inline_search_codes = inline_search_codes
+
+    def validate(self, query: RecallQuery) -> None:
+        """Raises InvalidRequest for a query out of this server's bounds."""
+        validate_query(query, self.max_k, self.max_nprobe, self.max_refine_factor)
 
     async def recall(self, queries: Sequence[RecallQuery]) -> list[RecallResult]:
-        """Serve several queries against one index snapshot; results in query order."""
+        """Serve several queries against one index snapshot; results in query order.
+        Any query's error (invalid, corrupt vector) fails the whole call."""
         for i, query in enumerate(queries):
             try:
-                validate_query(query, self.max_k)
+                self.validate(query)
             except InvalidRequest as exc:
                 if len(queries) == 1:
                     raise
                 raise InvalidRequest(f"requests[{i}]: {exc}") from exc
+        results = []
+        for result in await self.recall_each(queries):
+            if isinstance(result, RecallError):
+                raise result
+            results.append(result)
+        return results
+
+    async def recall_each(self, queries: Sequence[RecallQuery]) -> list[RecallResult | RecallError]:
+        """Serve already validated queries (one Redis round trip, one search per group);
+        one result or error per query, in order. Errors that concern every query (no
+        index, Redis down in ``unavailable`` mode) are raised."""
         loaded = self.holder.current()
-        states = await self.vectors.read_users(
-            loaded.model_version,
-            [q.user_id for q in queries],
-            loaded.manifest.dim,
-            [q.exclude_seen for q in queries],
-        )
+        states, degraded = await self._read_users(loaded, queries)
         # The seen filter is one more exclusion: from here on, history ∪ exclude_item_ids.
         queries = [
             dataclasses.replace(q, exclude=q.exclude | frozenset(s.history)) if s.history else q
             for q, s in zip(queries, states, strict=True)
         ]
-        vectors = [s.vector for s in states]
-        with_vector = [i for i, v in enumerate(vectors) if v is not None]
+        with_vector = [i for i, s in enumerate(states) if s.vector is not None]
         found: dict[int, list[tuple[str, float]]] = {}
         if with_vector:
-            matrix = np.stack([vectors[i] for i in with_vector])  # type: ignore[misc]
+            matrix = np.stack([states[i].vector for i in with_vector])  # type: ignore[misc]
             batch = [queries[i] for i in with_vector]
-            rows = await asyncio.to_thread(self._search, loaded, matrix, batch)
+            if self._inline(loaded, batch):
+                rows = self._search(loaded, matrix, batch)
+            else:
+                rows = await asyncio.to_thread(self._search, loaded, matrix, batch)
             found = dict(zip(with_vector, rows, strict=True))
-        results = []
-        for i, query in enumerate(queries):
+        results: list[RecallResult | RecallError] = []
+        for i, (query, state) in enumerate(zip(queries, states, strict=True)):
             if i in found:
                 results.append(
                     RecallResult(
                         found[i], loaded.model_version, loaded.index_version, Source.USER_VECTOR
                     )
                 )
+            elif state.error is not None:
+                results.append(state.error)
             else:
                 results.append(
                     RecallResult(
                         fallback_candidates(loaded.popular, query.exclude, query.k),
                         loaded.model_version,
                         loaded.index_version,
-                        Source.FALLBACK,
+                        Source.FALLBACK_DEGRADED if degraded else Source.FALLBACK,
+                        degraded,
                     )
                 )
         return results
 
+    async def _read_users(
+        self, loaded: LoadedIndex, queries: Sequence[RecallQuery]
+    ) -> tuple[list[UserState], str]:
+        """Each query's user state, and "" or the reason the read was skipped or failed
+        (then every state is empty)."""
+        breaker = self.breaker
+        try:
+            if breaker is not None and not breaker.allow():
+                raise BackendUnavailable(
+                    "Redis unavailable: circuit breaker open after repeated failures",
+                    reason="circuit_open",
+                )
+            try:
+                states = await self.vectors.read_users(
+                    loaded.model_version,
+                    [q.user_id for q in queries],
+                    loaded.manifest.dim,
+                    [q.exclude_seen for q in queries],
+                )
+            except BackendUnavailable:
+                if breaker is not None:
+                    breaker.record_failure()
+                raise
+            if breaker is not None:
+                breaker.record_success()
+            return states, ""
+        except BackendUnavailable as exc:
+            if self.failure_mode == "unavailable":
+                raise
+            return [UserState(None, [])] * len(queries), exc.reason
+
+    def _nprobe(self, loaded: LoadedIndex, query: RecallQuery) -> int:
+        return query.nprobe or self.nprobe or loaded.manifest.nprobe
+
+    def _inline(self, loaded: LoadedIndex, queries: Sequence[RecallQuery]) -> bool:
+        """Whether the search is small enough to run on the event loop: a thread hop costs
+        tens of µs, more than a search over a few thousand PQ codes."""
+        if self.inline_search_codes <= 0:
+            return False
+        nlist = max(1, loaded.manifest.nlist)
+        per_list = loaded.item_count / nlist
+        codes = sum(min(self._nprobe(loaded, q), nlist) * per_list for q in queries)
+        return codes <= self.inline_search_codes
+
+    def _search_rows(
+        self,
+        loaded: LoadedIndex,
+        matrix: np.ndarray,
+        depth: int,
+        nprobe: int,
+        refine_factor: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if refine_factor is not None and _SEARCH_TAKES_K_FACTOR:
+            # Typed loosely so that this module checks against either LoadedIndex.search.
+            search: Callable[..., tuple[np.ndarray, np.ndarray]] = loaded.search
+            return search(matrix, depth, nprobe, k_factor=refine_factor)
+        return loaded.search(matrix, depth, nprobe)
+
     def _search(
         self, loaded: LoadedIndex, matrix: np.ndarray, queries: Sequence[RecallQuery]
     ) -> list[list[tuple[str, float]]]:
-        """Blocking: one batched Faiss search, then a wider per-query search for any query
-        whose probed lists held fewer than k usable results."""
-        nprobe = self.nprobe or loaded.manifest.nprobe
+        """Blocking: one Faiss search per group of queries with equal (depth, nprobe,
+        refine factor) — usually a single group — then a wider per-query search for any
+        query whose probed lists held fewer than k usable results.
+
+        matrix: [len(queries), dim] float32 user vectors."""
         excluded = [sum(1 for e in q.exclude if e in loaded.internal_ids) for q in queries]
-        wanted = [min(q.k, loaded.item_count - n) for q, n in zip(queries, excluded, strict=True)]
-        depth = min(loaded.item_count, max(q.k + n for q, n in zip(queries, excluded, strict=True)))
-        scores, ids = loaded.search(matrix, depth, nprobe)
-        rows = []
+        depths = [min(loaded.item_count, q.k + n) for q, n in zip(queries, excluded, strict=True)]
+        groups: dict[tuple[int, int, int | None], list[int]] = {}
         for r, query in enumerate(queries):
-            row = select_candidates(ids[r], scores[r], loaded.item_ids, query.exclude, query.k)
-            if len(row) < wanted[r]:
-                deep = min(loaded.item_count, query.k + excluded[r])
-                s2, i2 = loaded.search(matrix[r : r + 1], deep, loaded.manifest.nlist)
-                row = select_candidates(i2[0], s2[0], loaded.item_ids, query.exclude, query.k)
-            rows.append(row)
+            key = (depths[r], self._nprobe(loaded, query), query.refine_factor)
+            groups.setdefault(key, []).append(r)
+        rows: list[list[tuple[str, float]]] = [[] for _ in queries]
+        for (depth, nprobe, refine_factor), members in groups.items():
+            block = matrix if len(members) == len(queries) else matrix[members]
+            scores, ids = self._search_rows(loaded, block, depth, nprobe, refine_factor)
+            for j, r in enumerate(members):
+                query = queries[r]
+                row = select_candidates(ids[j], scores[j], loaded.item_ids, query.exclude, query.k)
+                wanted = min(query.k, loaded.item_count - excluded[r])
+                if len(row) < wanted:
+                    s2, i2 = self._search_rows(
+                        loaded, matrix[r : r + 1], depth, loaded.manifest.nlist, refine_factor
+                    )
+                    row = select_candidates(i2[0], s2[0], loaded.item_ids, query.exclude, query.k)
+                rows[r] = row
         return rows

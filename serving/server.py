@@ -17,19 +17,32 @@ from prometheus_client import start_http_server
 
 from artifacts.store import ArtifactStore
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
+from serving.circuit_breaker import CircuitBreaker
 from serving.config import ServerSettings
-from serving.errors import InvalidRequest, RecallError
+from serving.errors import DeadlineExpired, InvalidRequest, Overloaded, RecallError
 from serving.grpc_errors import grpc_method
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
 from serving.interactions import Interaction, InteractionRecorder
-from serving.metrics import INDEX_INFO, INDEX_ITEMS, INDEX_LOADED_AT, INDEX_LOADS, RESPONSES
+from serving.metrics import (
+    BATCH_DROPPED,
+    BATCH_SIZE,
+    DEGRADED,
+    IN_FLIGHT,
+    INDEX_INFO,
+    INDEX_ITEMS,
+    INDEX_LOADED_AT,
+    INDEX_LOADS,
+    RESPONSES,
+)
+from serving.micro_batcher import MicroBatcher
 from serving.recall_engine import (
     RecallEngine,
     RecallQuery,
     RecallResult,
     Source,
 )
+from serving.response_encoding import encode_recall_response
 from serving.user_vectors import UserVectorStore
 
 log = logging.getLogger(__name__)
@@ -39,37 +52,144 @@ ADMIN_SERVICE = recall_pb2.DESCRIPTOR.services_by_name["RecallAdmin"].full_name
 _SOURCE_TO_PROTO = {
     Source.USER_VECTOR: recall_pb2.SOURCE_USER_VECTOR,
     Source.FALLBACK: recall_pb2.SOURCE_FALLBACK,
+    Source.FALLBACK_DEGRADED: recall_pb2.SOURCE_FALLBACK_DEGRADED,
+}
+# Metric children resolved once (a labels() look-up per call takes a lock and a dict search).
+_RESPONSES_BY_SOURCE = {source: RESPONSES.labels(source.value) for source in Source}
+_DEGRADED_BY_REASON = {
+    reason: DEGRADED.labels(reason) for reason in ("redis_error", "redis_timeout", "circuit_open")
 }
 
 
 def _query(request: recall_pb2.RecallRequest) -> RecallQuery:
     return RecallQuery(
-        request.user_id, request.k, frozenset(request.exclude_item_ids), request.exclude_seen
+        request.user_id,
+        request.k,
+        frozenset(request.exclude_item_ids),
+        request.exclude_seen,
+        request.nprobe or None,
+        request.refine_factor or None,
     )
+
+
+def _count(result: RecallResult) -> None:
+    _RESPONSES_BY_SOURCE[result.source].inc()
+    if result.degraded_reason:
+        degraded = _DEGRADED_BY_REASON.get(result.degraded_reason)
+        (degraded or DEGRADED.labels(result.degraded_reason)).inc()
 
 
 def _response(result: RecallResult) -> recall_pb2.RecallResponse:
-    RESPONSES.labels(result.source.value).inc()
-    return recall_pb2.RecallResponse(
-        candidates=[recall_pb2.Candidate(item_id=i, score=s) for i, s in result.candidates],
+    """The message (BatchRecall); Recall sends ``_response_bytes``, which parse the same."""
+    _count(result)
+    response = recall_pb2.RecallResponse(
         model_version=result.model_version,
         index_version=result.index_version,
         source=_SOURCE_TO_PROTO[result.source],
+        degraded_reason=result.degraded_reason,
+    )
+    add = response.candidates.add  # ~1.5x faster than a list of Candidate messages
+    for item_id, score in result.candidates:
+        add(item_id=item_id, score=score)
+    return response
+
+
+def _response_bytes(result: RecallResult) -> bytes:
+    _count(result)
+    return encode_recall_response(
+        result.candidates,
+        result.model_version,
+        result.index_version,
+        _SOURCE_TO_PROTO[result.source],
+        result.degraded_reason,
     )
 
 
+def _serialized(response: bytes) -> bytes:
+    return response
+
+
+def add_recall_service(servicer: RecallServicer, server: grpc.aio.Server) -> None:
+    """``recall_pb2_grpc.add_RecallServiceServicer_to_server``, except that ``Recall``
+    returns its response already serialized (``serving.response_encoding``)."""
+    handlers = {
+        "Recall": grpc.unary_unary_rpc_method_handler(
+            servicer.Recall,
+            request_deserializer=recall_pb2.RecallRequest.FromString,
+            response_serializer=_serialized,
+        ),
+        "BatchRecall": grpc.unary_unary_rpc_method_handler(
+            servicer.BatchRecall,
+            request_deserializer=recall_pb2.BatchRecallRequest.FromString,
+            response_serializer=recall_pb2.BatchRecallResponse.SerializeToString,
+        ),
+        "RecordInteractions": grpc.unary_unary_rpc_method_handler(
+            servicer.RecordInteractions,
+            request_deserializer=recall_pb2.RecordInteractionsRequest.FromString,
+            response_serializer=recall_pb2.RecordInteractionsReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(RECALL_SERVICE, handlers),)
+    )
+    server.add_registered_method_handlers(RECALL_SERVICE, handlers)
+
+
 class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
-    def __init__(self, engine: RecallEngine, recorder: InteractionRecorder, max_batch: int) -> None:
+    """``batcher`` None: every Recall call is served on its own (RECALL_BATCHING=off)."""
+
+    def __init__(
+        self,
+        engine: RecallEngine,
+        recorder: InteractionRecorder,
+        max_batch: int,
+        *,
+        batcher: MicroBatcher[RecallQuery, RecallResult] | None = None,
+        max_in_flight: int = 1_000_000,
+    ) -> None:
         self.engine = engine
         self.recorder = recorder
         self.max_batch = max_batch
+        self.batcher = batcher
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    def _admit(self) -> None:
+        """Backpressure: refuse at once rather than queue without bound."""
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(
+                f"server overloaded: {self.in_flight} calls in flight "
+                f"(RECALL_MAX_IN_FLIGHT={self.max_in_flight}); retry later or elsewhere"
+            )
 
     @grpc_method("Recall")
     async def Recall(
         self, request: recall_pb2.RecallRequest, context: grpc.aio.ServicerContext
-    ) -> recall_pb2.RecallResponse:
-        (result,) = await self.engine.recall([_query(request)])
-        return _response(result)
+    ) -> bytes:
+        """The serialized RecallResponse (see ``add_recall_service``)."""
+        query = _query(request)
+        self.engine.validate(query)
+        self._admit()
+        self.in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExpired("deadline passed before serving")
+            if self.batcher is not None:
+                deadline = (
+                    None if remaining is None else asyncio.get_running_loop().time() + remaining
+                )
+                result = await self.batcher.submit(query, deadline)
+            else:
+                (answer,) = await self.engine.recall_each([query])
+                if isinstance(answer, RecallError):
+                    raise answer
+                result = answer
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.dec()
+        return _response_bytes(result)
 
     @grpc_method("BatchRecall")
     async def BatchRecall(
@@ -79,7 +199,14 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             raise InvalidRequest(
                 f"at most {self.max_batch} requests per batch, got {len(request.requests)}"
             )
-        results = await self.engine.recall([_query(r) for r in request.requests])
+        self._admit()
+        self.in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            results = await self.engine.recall([_query(r) for r in request.requests])
+        finally:
+            self.in_flight -= 1
+            IN_FLIGHT.dec()
         return recall_pb2.BatchRecallResponse(responses=[_response(r) for r in results])
 
     @grpc_method("RecordInteractions")
@@ -157,8 +284,34 @@ class RecallServer:
         self.settings = settings
         self.store = ArtifactStore(settings.artifact_root, cache_dir=settings.cache_dir)
         self.holder = IndexHolder(self.store)
-        self.vectors = UserVectorStore.from_url(settings.redis_url, settings.redis_timeout_s)
-        self.engine = RecallEngine(self.holder, self.vectors, settings.max_k, settings.nprobe)
+        self.vectors = UserVectorStore.from_url(
+            settings.redis_url, settings.redis_timeout_s, settings.redis_health_check_s
+        )
+        self.breaker = CircuitBreaker(
+            failures=settings.breaker_failures,
+            reset_s=settings.breaker_reset_s,
+            probe_timeout_s=max(settings.breaker_reset_s, 4 * settings.redis_timeout_s),
+        )
+        self.engine = RecallEngine(
+            self.holder,
+            self.vectors,
+            settings.max_k,
+            settings.nprobe,
+            max_nprobe=settings.max_nprobe,
+            max_refine_factor=settings.max_refine_factor,
+            breaker=self.breaker,
+            failure_mode=settings.redis_failure_mode,
+            inline_search_codes=settings.inline_search_codes,
+        )
+        self.batcher: MicroBatcher[RecallQuery, RecallResult] | None = None
+        if settings.batching:
+            self.batcher = MicroBatcher(
+                self.engine.recall_each,
+                max_wait_s=settings.batch_wait_ms / 1000,
+                max_items=settings.batch_max,
+                on_batch=BATCH_SIZE.observe,
+                on_dropped=lambda reason: BATCH_DROPPED.labels(reason).inc(),
+            )
         self.recorder = InteractionRecorder(
             self.holder,
             self.vectors.client,
@@ -180,8 +333,15 @@ class RecallServer:
         options = [("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=options)
         self.admin = grpc.aio.server(options=options)
-        recall_pb2_grpc.add_RecallServiceServicer_to_server(
-            RecallServicer(self.engine, self.recorder, self.settings.max_batch), self.server
+        add_recall_service(
+            RecallServicer(
+                self.engine,
+                self.recorder,
+                self.settings.max_batch,
+                batcher=self.batcher,
+                max_in_flight=self.settings.max_in_flight,
+            ),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -247,6 +407,8 @@ class RecallServer:
                 log.exception("index watcher failed; retrying")
 
     async def stop(self, grace: float | None = None) -> None:
+        """Graceful: health says NOT_SERVING, new calls are refused, calls in flight get
+        up to ``grace`` seconds to finish (their batches keep running), then Redis closes."""
         grace = self.settings.grace_s if grace is None else grace
         if self._watcher:
             self._watcher.cancel()
@@ -254,7 +416,23 @@ class RecallServer:
                 await self._watcher
         await self.health.enter_graceful_shutdown()
         await asyncio.gather(self.server.stop(grace), self.admin.stop(grace))
+        if self.batcher is not None:
+            await self.batcher.drain()
         await self.vectors.close()
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run ``run_forever`` on the configured event loop (asyncio by default; uvloop if
+    asked for and installed)."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed; using the asyncio event loop")
+        else:
+            uvloop.run(run_forever(settings))
+            return
+    asyncio.run(run_forever(settings))
 
 
 async def run_forever(settings: ServerSettings) -> None:

@@ -14,6 +14,7 @@ is written last, so its presence means the load for that version completed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from keyspace import user_vectors as keys
 from keyspace.histories import decode_items, history_key
@@ -61,10 +64,13 @@ def decode_vector(raw: bytes, dim: int) -> np.ndarray:
 @dataclass(frozen=True)
 class UserState:
     """What one request needs of a user: the vector ([dim] float32, None when the serving
-    model has none) and the history (item ids, most recent first; empty unless asked for)."""
+    model has none) and the history (item ids, most recent first; empty unless asked for).
+    ``error`` is set (and ``vector`` None) when the stored vector is corrupt: it fails this
+    user's request only."""
 
     vector: np.ndarray | None
     history: list[str]
+    error: CorruptUserVector | None = None
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -153,9 +159,22 @@ class UserVectorStore:
         self._client = client
 
     @classmethod
-    def from_url(cls, url: str, timeout_s: float = 0.5) -> UserVectorStore:
+    def from_url(
+        cls, url: str, timeout_s: float = 0.5, health_check_interval_s: float = 10.0
+    ) -> UserVectorStore:
+        """A client whose pooled connections survive a Redis restart: a command that fails
+        with a connection error (a connection the restarted server closed) is retried once
+        on a fresh connection, and a connection idle for ``health_check_interval_s`` is
+        PINGed before reuse. Timeouts are not retried: they would double the time a hanging
+        Redis costs (the circuit breaker in ``serving.recall_engine`` handles those)."""
         return cls(
-            aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+            aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                health_check_interval=math.ceil(health_check_interval_s),
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            )
         )
 
     @property
@@ -166,8 +185,12 @@ class UserVectorStore:
     async def get_many(
         self, model_version: str, user_ids: Sequence[str], dim: int
     ) -> list[np.ndarray | None]:
-        """One vector ([dim] float32) or None per user id, in order, in one round trip."""
+        """One vector ([dim] float32) or None per user id, in order, in one round trip.
+        Raises CorruptUserVector for the first corrupt one."""
         states = await self.read_users(model_version, user_ids, dim, [False] * len(user_ids))
+        for state in states:
+            if state.error is not None:
+                raise state.error
         return [s.vector for s in states]
 
     async def read_users(
@@ -192,13 +215,21 @@ class UserVectorStore:
                 if history:
                     pipe.lrange(history_key(user_id), 0, -1)
             replies = iter(await pipe.execute())
+        except (redis.TimeoutError, TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis timed out: {exc}", reason="redis_timeout") from exc
         except (redis.RedisError, OSError) as exc:
             raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
         states = []
         for history in with_history:
             raw = next(replies)
             items = decode_items(next(replies)) if history else []
-            states.append(UserState(None if raw is None else decode_vector(raw, dim), items))
+            if raw is None:
+                states.append(UserState(None, items))
+                continue
+            try:
+                states.append(UserState(decode_vector(raw, dim), items))
+            except CorruptUserVector as exc:
+                states.append(UserState(None, items, exc))
         return states
 
     async def meta(self, model_version: str) -> dict[str, object] | None:

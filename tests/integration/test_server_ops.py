@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from artifacts.store import ArtifactStore
 from recall_cli.local_redis import free_port
+from serving.api.recall.v1 import recall_pb2
 from serving.client import RecallClient
 from tests.integration.harness import (
     RECALL,
@@ -118,20 +119,32 @@ def test_server_hot_swaps_to_a_new_latest_and_skips_a_corrupt_one(
             client.close()
 
 
-def test_redis_outage_is_unavailable_not_a_crash(pipeline: Pipeline) -> None:
+def test_redis_outage_is_a_marked_fallback_or_unavailable_not_a_crash(pipeline: Pipeline) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     with ServerThread(settings_for(pipeline, redis_url=dead, redis_timeout_s=0.2)) as server:
         client = RecallClient(
             f"127.0.0.1:{server.port}", f"127.0.0.1:{server.admin_port}", retries=0
         )
         try:
+            answer = client.recall(a_user(pipeline), 5)  # default: degrade, don't fail
+            assert answer.source == recall_pb2.SOURCE_FALLBACK_DEGRADED
+            assert answer.degraded_reason == "redis_error"
+            assert len(answer.candidates) == 5
+            status = client.status()
+            assert not status.redis_healthy and status.redis_detail
+            assert client.is_serving()  # the index is fine; only lookups fail
+        finally:
+            client.close()
+    strict = settings_for(
+        pipeline, redis_url=dead, redis_timeout_s=0.2, redis_failure_mode="unavailable"
+    )
+    with ServerThread(strict) as server:
+        client = RecallClient(f"127.0.0.1:{server.port}", retries=0)
+        try:
             with pytest.raises(grpc.RpcError) as info:
                 client.recall(a_user(pipeline), 5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "Redis unavailable" in info.value.details()
-            status = client.status()
-            assert not status.redis_healthy and status.redis_detail
-            assert client.is_serving()  # the index is fine; only lookups fail
         finally:
             client.close()
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from artifacts.store import ArtifactStore
-from serving.errors import InvalidRequest, NoIndexLoaded
+from serving.circuit_breaker import CircuitBreaker
+from serving.errors import BackendUnavailable, CorruptUserVector, InvalidRequest, NoIndexLoaded
 from serving.index.artifact import INDEX_KIND
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
@@ -300,3 +301,112 @@ def test_no_index_loaded_raises(tmp_path: Path) -> None:
     engine = RecallEngine(holder, FakeUserVectors("v", {}), max_k=10)  # type: ignore[arg-type]
     with pytest.raises(NoIndexLoaded):
         asyncio.run(engine.recall([RecallQuery(user_id="u", k=1)]))
+
+
+# --- per-request options, batch independence, degraded answers ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (RecallQuery(user_id="u", k=5, nprobe=0), "nprobe must be"),
+        (RecallQuery(user_id="u", k=5, nprobe=-3), "nprobe must be"),
+        (RecallQuery(user_id="u", k=5, nprobe=65), "nprobe must be"),
+        (RecallQuery(user_id="u", k=5, refine_factor=0), "refine_factor must be"),
+        (RecallQuery(user_id="u", k=5, refine_factor=9), "refine_factor must be"),
+    ],
+)
+def test_search_options_out_of_bounds_are_invalid(query: RecallQuery, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        validate_query(query, max_k=100, max_nprobe=64, max_refine_factor=8)
+    validate_query(
+        RecallQuery(user_id="u", k=5, nprobe=64, refine_factor=8),
+        max_k=100,
+        max_nprobe=64,
+        max_refine_factor=8,
+    )
+
+
+def test_answers_do_not_depend_on_the_batch_they_share(setup: Setup) -> None:
+    queries = [
+        RecallQuery(user_id="user-1", k=10),
+        RecallQuery(user_id="user-2", k=3, exclude=frozenset({"item-0", "item-1"})),
+        RecallQuery(user_id="user-3", k=7, nprobe=1),
+        RecallQuery(user_id="user-4", k=10, nprobe=SMALL_PARAMS.nlist, refine_factor=2),
+        RecallQuery(user_id="nobody", k=4),
+    ]
+    together = setup.recall(*queries)
+    alone = [setup.recall(q)[0] for q in queries]
+    assert together == alone
+
+
+class FailingUserVectors(FakeUserVectors):
+    """Redis that fails (or times out) on every read, counting the reads."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("v", {})
+        self.reason = reason
+        self.reads = 0
+
+    async def read_users(
+        self, model_version: str, user_ids: Sequence[str], dim: int, with_history: Sequence[bool]
+    ) -> list[UserState]:
+        self.reads += 1
+        raise BackendUnavailable("Redis unavailable: refused", reason=self.reason)
+
+
+def test_redis_failure_gives_marked_fallback_and_the_breaker_stops_asking(setup: Setup) -> None:
+    failing = FailingUserVectors("redis_timeout")
+    breaker = CircuitBreaker(failures=2, reset_s=60)
+    engine = RecallEngine(
+        setup.holder,
+        failing,  # type: ignore[arg-type]
+        max_k=100,
+        breaker=breaker,
+        failure_mode="fallback",
+    )
+    query = RecallQuery(user_id="user-1", k=3, exclude=frozenset({"item-0"}), exclude_seen=True)
+    first, second, third = (asyncio.run(engine.recall([query]))[0] for _ in range(3))
+    assert first.source is Source.FALLBACK_DEGRADED
+    assert first.degraded_reason == second.degraded_reason == "redis_timeout"
+    assert third.degraded_reason == "circuit_open"
+    assert failing.reads == 2  # the open breaker answered the third call without Redis
+    popular = [i for i, _ in setup.loaded.popular if i != "item-0"]
+    assert [i for i, _ in third.candidates] == popular[:3]
+
+
+def test_unavailable_mode_fails_the_call(setup: Setup) -> None:
+    engine = RecallEngine(
+        setup.holder,
+        FailingUserVectors("redis_error"),  # type: ignore[arg-type]
+        max_k=100,
+        failure_mode="unavailable",
+    )
+    with pytest.raises(BackendUnavailable):
+        asyncio.run(engine.recall([RecallQuery(user_id="user-1", k=3)]))
+
+
+def test_a_corrupt_vector_fails_only_its_own_query(setup: Setup) -> None:
+    class OneCorrupt(FakeUserVectors):
+        async def read_users(
+            self,
+            model_version: str,
+            user_ids: Sequence[str],
+            dim: int,
+            with_history: Sequence[bool],
+        ) -> list[UserState]:
+            states = await super().read_users(model_version, user_ids, dim, with_history)
+            return [
+                UserState(None, [], CorruptUserVector("bad")) if u == "user-2" else s
+                for u, s in zip(user_ids, states, strict=True)
+            ]
+
+    vectors = OneCorrupt(setup.model.model_version, setup.user_vectors)
+    engine = RecallEngine(setup.holder, vectors, max_k=100)  # type: ignore[arg-type]
+    each = asyncio.run(
+        engine.recall_each([RecallQuery(user_id="user-1", k=3), RecallQuery(user_id="user-2", k=3)])
+    )
+    assert isinstance(each[1], CorruptUserVector)
+    assert isinstance(each[0], RecallResult) and each[0].source is Source.USER_VECTOR
+    with pytest.raises(CorruptUserVector):  # BatchRecall keeps failing the whole call
+        asyncio.run(engine.recall([RecallQuery(user_id="user-2", k=3)]))

@@ -12,21 +12,27 @@ class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SOURCE_UNSPECIFIED: _ClassVar[Source]
     SOURCE_USER_VECTOR: _ClassVar[Source]
     SOURCE_FALLBACK: _ClassVar[Source]
+    SOURCE_FALLBACK_DEGRADED: _ClassVar[Source]
 SOURCE_UNSPECIFIED: Source
 SOURCE_USER_VECTOR: Source
 SOURCE_FALLBACK: Source
+SOURCE_FALLBACK_DEGRADED: Source
 
 class RecallRequest(_message.Message):
-    __slots__ = ("user_id", "k", "exclude_item_ids", "exclude_seen")
+    __slots__ = ("user_id", "k", "exclude_item_ids", "exclude_seen", "nprobe", "refine_factor")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    REFINE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     exclude_seen: bool
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., exclude_seen: _Optional[bool] = ...) -> None: ...
+    nprobe: int
+    refine_factor: int
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., exclude_seen: _Optional[bool] = ..., nprobe: _Optional[int] = ..., refine_factor: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("item_id", "score")
@@ -37,16 +43,18 @@ class Candidate(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RecallResponse(_message.Message):
-    __slots__ = ("candidates", "model_version", "index_version", "source")
+    __slots__ = ("candidates", "model_version", "index_version", "source", "degraded_reason")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     model_version: str
     index_version: str
     source: Source
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ...) -> None: ...
+    degraded_reason: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., index_version: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., degraded_reason: _Optional[str] = ...) -> None: ...
 
 class BatchRecallRequest(_message.Message):
     __slots__ = ("requests",)

@@ -1,0 +1,146 @@
+"""Coalesce concurrent calls into batches: many ``submit(item)`` coroutines, one
+``run(items)`` call per batch (for Recall: one Redis round trip and one Faiss search).
+
+Flush rule: while no batch is running, the pending items go at the next turn of the event
+loop (so a lone call waits for nothing, and calls that arrived together share a batch);
+while batches run, items wait at most ``max_wait_s`` for company; ``max_items`` pending
+items flush at once. Items whose caller gave up (their future was cancelled, as gRPC does
+when a client cancels or its deadline passes) or whose deadline has passed are dropped
+before the batch runs; the latter get ``DeadlineExpired``.
+
+``run`` returns one result or exception per item, in order: one item's error (e.g. a
+corrupt stored vector) fails only that item's caller. An exception raised by ``run`` fails
+every item of the batch.
+
+Pure asyncio, no gRPC. Covered by tests/unit/test_micro_batcher.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from serving.errors import DeadlineExpired
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BatchFn = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+    deadline: float | None  # event-loop time (loop.time()), None = no deadline
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        run: BatchFn[T, R],
+        max_wait_s: float,
+        max_items: int,
+        on_batch: Callable[[int], None] | None = None,
+        on_dropped: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_batch(size)`` is called for every batch that runs; ``on_dropped(reason)``
+        ("deadline" or "cancelled") for every item dropped before its batch ran."""
+        if max_wait_s < 0 or max_items < 1:
+            raise ValueError("max_wait_s must be ≥ 0 and max_items ≥ 1")
+        self._run = run
+        self.max_wait_s = max_wait_s
+        self.max_items = max_items
+        self._on_batch = on_batch
+        self._on_dropped = on_dropped
+        self._pending: list[_Pending[T, R]] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        """Batches started and not finished."""
+        return self._running
+
+    async def submit(self, item: T, deadline: float | None = None) -> R:
+        """Wait for ``item``'s result from its batch. ``deadline``: event-loop time after
+        which the item is dropped with DeadlineExpired instead of run."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append(_Pending(item, future, deadline))
+        if len(self._pending) >= self.max_items:
+            self._flush()
+        elif self._timer is None:
+            if self._running == 0:
+                self._timer = loop.call_soon(self._flush)
+            else:
+                self._timer = loop.call_later(self.max_wait_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        now = asyncio.get_running_loop().time()
+        live: list[_Pending[T, R]] = []
+        for pending in batch:
+            if pending.future.done():  # cancelled by its caller
+                self._dropped("cancelled")
+            elif pending.deadline is not None and pending.deadline <= now:
+                pending.future.set_exception(DeadlineExpired("deadline passed before serving"))
+                self._dropped("deadline")
+            else:
+                live.append(pending)
+        if not live:
+            return
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(self._serve(live))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dropped(self, reason: str) -> None:
+        if self._on_dropped is not None:
+            self._on_dropped(reason)
+
+    async def _serve(self, batch: list[_Pending[T, R]]) -> None:
+        try:
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            try:
+                results = await self._run([p.item for p in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch of {len(batch)} got {len(results)} results")
+            except Exception as exc:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                return
+            except BaseException:  # cancelled (shutdown): so are its callers
+                for pending in batch:
+                    pending.future.cancel()
+                raise
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
+        finally:
+            self._running -= 1
+            # Items that waited for this batch to finish go now rather than at their timer.
+            if self._pending and self._running == 0:
+                self._flush()
+
+    async def drain(self) -> None:
+        """Run what is pending and wait for every running batch (graceful shutdown)."""
+        if self._pending:
+            self._flush()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

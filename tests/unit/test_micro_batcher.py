@@ -1,0 +1,140 @@
+"""serving.micro_batcher: coalescing, bounds, per-item errors, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import pytest
+
+from serving.errors import DeadlineExpired, InvalidRequest
+from serving.micro_batcher import MicroBatcher
+
+
+class Recorder:
+    """A batch function that squares numbers, fails negative ones, and can be held."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        if self.gate is not None:
+            await self.gate.wait()
+        return [InvalidRequest(f"bad {i}") if i < 0 else i * i for i in items]
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+def test_calls_that_arrive_together_share_one_batch_and_get_their_own_results() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_wait_s=0.001, max_items=64)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        assert results == [i * i for i in range(10)]
+        assert fn.batches == [list(range(10))]
+
+    run(main())
+
+
+def test_batch_size_is_bounded() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        sizes: list[int] = []
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            fn, max_wait_s=0.001, max_items=4, on_batch=sizes.append
+        )
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        assert results == [i * i for i in range(10)]
+        assert max(sizes) <= 4 and sum(sizes) == 10
+
+    run(main())
+
+
+def test_one_items_error_fails_only_that_caller() -> None:
+    async def main() -> None:
+        batcher: MicroBatcher[int, int] = MicroBatcher(Recorder(), max_wait_s=0.001, max_items=8)
+        results = await asyncio.gather(
+            batcher.submit(2), batcher.submit(-1), batcher.submit(3), return_exceptions=True
+        )
+        assert results[0] == 4 and results[2] == 9
+        assert isinstance(results[1], InvalidRequest)
+
+    run(main())
+
+
+def test_an_error_of_the_whole_batch_reaches_every_caller() -> None:
+    async def broken(items: Sequence[int]) -> list[int | BaseException]:
+        raise RuntimeError("index gone")
+
+    async def main() -> None:
+        batcher: MicroBatcher[int, int] = MicroBatcher(broken, max_wait_s=0.001, max_items=8)
+        results = await asyncio.gather(
+            *(batcher.submit(i) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+
+    run(main())
+
+
+def test_while_a_batch_runs_new_calls_wait_at_most_max_wait() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate = asyncio.Event()
+        batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_wait_s=0.01, max_items=64)
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.005)
+        assert fn.batches == [[1]] and batcher.running == 1
+        later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+        await asyncio.sleep(0)
+        assert fn.batches == [[1]]  # waiting for company
+        await asyncio.sleep(0.03)
+        assert fn.batches == [[1], [2, 3]]  # went after max_wait although batch 1 still runs
+        fn.gate.set()
+        assert await first == 1
+        assert [await f for f in later] == [4, 9]
+
+    run(main())
+
+
+def test_expired_and_cancelled_items_are_dropped_before_the_batch_runs() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate = asyncio.Event()
+        dropped: list[str] = []
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            fn, max_wait_s=0.02, max_items=64, on_dropped=dropped.append
+        )
+        loop = asyncio.get_running_loop()
+        blocker = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.001)
+        expiring = asyncio.ensure_future(batcher.submit(5, deadline=loop.time() + 0.005))
+        cancelled = asyncio.ensure_future(batcher.submit(6))
+        kept = asyncio.ensure_future(batcher.submit(7, deadline=loop.time() + 5))
+        await asyncio.sleep(0.001)
+        cancelled.cancel()
+        await asyncio.sleep(0.05)
+        assert fn.batches == [[0], [7]]
+        assert sorted(dropped) == ["cancelled", "deadline"]
+        with pytest.raises(DeadlineExpired):
+            await expiring
+        fn.gate.set()
+        assert await kept == 49 and await blocker == 0
+
+    run(main())
+
+
+def test_drain_runs_what_is_pending() -> None:
+    async def main() -> None:
+        fn = Recorder()
+        batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_wait_s=1.0, max_items=64)
+        pending = asyncio.ensure_future(batcher.submit(4))
+        await asyncio.sleep(0)
+        await batcher.drain()
+        assert await pending == 16
+
+    run(main())
