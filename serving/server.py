@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -272,6 +273,16 @@ def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
     return int(bound)
 
 
+def _freeze_heap() -> None:
+    """Move every object alive now (modules, the index's id map and fallback list: millions
+    of objects at 1M items) out of the cyclic GC's reach. Without this each full collection
+    walks them all: measured 4 gen-2 pauses of up to 140 ms in 10 s of load on the demo
+    index, which were the p99. Frozen objects are still freed by reference counting when
+    a swapped-out index is dropped."""
+    gc.collect()
+    gc.freeze()
+
+
 class RecallServer:
     """Owns both gRPC servers, the index holder, the Redis client and the watcher task.
 
@@ -377,6 +388,7 @@ class RecallServer:
         INDEX_LOADED_AT.set(loaded.loaded_at)
         INDEX_INFO.clear()
         INDEX_INFO.labels(loaded.index_version, loaded.model_version).set(1)
+        _freeze_heap()
         await self._set_serving(True)
         return loaded, previous
 
