@@ -65,7 +65,7 @@ lock:  ## recompile requirements.lock from requirements.in (needs uv)
 	$(PY) -m uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header requirements.in -o requirements.lock
 
 bench: $(STAMP) redis-install  ## benchmarks (see bench/README.md)
-	$(VENV)/bin/recall bench
+	$(VENV)/bin/recall bench index
 	$(PY) -m bench.recall_server
 
 gpu: $(STAMP)  ## swap faiss-cpu for faiss-gpu in .venv (CUDA machines; index builds then use the GPU)

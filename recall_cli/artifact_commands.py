@@ -12,6 +12,7 @@ from rich.table import Table
 
 from recall_cli import paths
 from recall_cli.output import ArtifactRoot, RedisUrl, console, err, friendly_errors, stage
+from serving.index.params import DEFAULT_MIN_RECALL
 
 data_app = typer.Typer(
     help="Input data: fetch ML-100K, generate synthetic data.", no_args_is_help=True
@@ -121,24 +122,29 @@ def model_show(
 def index_build(
     model_version: Annotated[str | None, typer.Option(help="Default: LATEST model.")] = None,
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
-    min_recall: Annotated[float, typer.Option(help="Quality gate: ANN recall@10 vs exact.")] = 0.8,
+    min_recall: Annotated[
+        float, typer.Option(help="Quality gate: minimum ANN recall@10 and @100 vs exact.")
+    ] = DEFAULT_MIN_RECALL,
     cpu: Annotated[bool, typer.Option(help="Build on CPU even if a GPU is present.")] = False,
 ) -> None:
     """Build, gate and publish an IVF-PQ index for a model."""
+    from artifacts.checksums import MANIFEST_NAME
     from artifacts.store import ArtifactStore
     from serving import tasks
+    from serving.index.artifact import INDEX_KIND, IndexManifest
 
     store = ArtifactStore(artifact_root)
     model_uri = store.uri("models", store.resolve("models", model_version))
     stage(f"building index for {model_uri}")
     uri = tasks.build_index(model_uri, min_recall=min_recall, allow_gpu=not cpu)
-    manifest = json.loads(
-        (Path(store.local_dir("indexes", Path(uri).name)) / "manifest.json").read_text()
+    manifest = IndexManifest.model_validate_json(
+        (store.local_dir(INDEX_KIND, Path(uri).name) / MANIFEST_NAME).read_text()
     )
+    recalls = " ".join(f"recall@{q.k}={q.recall}" for q in manifest.quality_by_k)
     console.print(
-        f"[green]index[/] {uri}\n  {manifest['factory']} nprobe={manifest['nprobe']} "
-        f"items={manifest['item_count']} device={manifest['build_device']} "
-        f"recall@{manifest['quality']['k']}={manifest['quality']['recall']}"
+        f"[green]index[/] {uri}\n  {manifest.factory} nprobe={manifest.nprobe} "
+        f"refine_factor={manifest.refine_factor} items={manifest.item_count} "
+        f"device={manifest.build_device} {recalls}"
     )
 
 
@@ -211,8 +217,8 @@ def pipeline_run(
     redis_url: RedisUrl = paths.default_redis_url(),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
     min_recall: Annotated[
-        float, typer.Option(help="Quality gate: minimum ANN recall@10 vs exact search.")
-    ] = 0.8,
+        float, typer.Option(help="Quality gate: minimum ANN recall@10 and @100 vs exact.")
+    ] = DEFAULT_MIN_RECALL,
     keep_indexes: Annotated[
         int, typer.Option(help="Keep Redis user vectors for the models of this many indexes.")
     ] = 3,

@@ -3,6 +3,7 @@ query, inspect. Every failure a user can cause ends with a one-line message and 
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -32,19 +33,66 @@ app.add_typer(freshness.interactions_app, name="interactions")
 app.command()(freshness.refresher)
 
 
-@app.command()
+bench_app = typer.Typer(help="Benchmarks (bench/README.md).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("index")
 @friendly_errors
-def bench(
+def bench_index(
     items: int = 100_000,
     dim: int = 32,
     queries: int = 1000,
     k: int = 10,
     threads: int = 1,
 ) -> None:
-    """Benchmark IVF-PQ search against exact search on synthetic vectors (bench/README.md)."""
+    """IVF-PQ search against exact search on synthetic vectors."""
     from bench.index_search import run
 
     run(items, dim, queries, k, threads)
+
+
+@bench_app.command("serve")
+@friendly_errors
+def bench_serve(
+    seconds: Annotated[float, typer.Option(help="Load per row (≥ 15 for published numbers).")] = 15,
+    items: Annotated[int, typer.Option(help="Synthetic catalog size.")] = 1_000_000,
+    users: Annotated[int, typer.Option(help="Synthetic users (vectors in Redis).")] = 100_000,
+    dim: int = 64,
+    k: int = 100,
+    in_flight: Annotated[str, typer.Option(help="Comma-separated calls in flight.")] = "1,8,32,64",
+    batching: Annotated[
+        str, typer.Option(help="on, off or both: RECALL_BATCHING for the server.")
+    ] = "both",
+    demo: Annotated[bool, typer.Option(help="Also load the published (demo) index.")] = True,
+    demo_artifacts: Annotated[
+        str | None, typer.Option(help="Store holding the demo index; default $RECALL_HOME's.")
+    ] = None,
+    cost_sizes: Annotated[
+        str, typer.Option(help="Comma-separated catalog sizes for the build-cost table.")
+    ] = "100000,1000000",
+    hnsw: Annotated[bool, typer.Option(help="Measure the hnswlib peer.")] = True,
+) -> None:
+    """A real `recall serve` under load vs the echo ceiling and the in-process floor, the
+    recall/latency curve, build cost, and an HNSW peer (bench/README.md)."""
+    from bench.serve import run
+    from recall_cli import paths
+
+    if batching not in ("on", "off", "both"):
+        raise typer.BadParameter("--batching must be on, off or both")
+    run(
+        seconds=seconds,
+        items=items,
+        users=users,
+        dim=dim,
+        k=k,
+        batching=batching,
+        levels=[int(c) for c in in_flight.split(",") if c],
+        demo_root=(demo_artifacts or paths.default_artifact_root()) if demo else None,
+        home=paths.home() / "bench",
+        cost_sizes=[int(n) for n in cost_sizes.split(",") if n],
+        hnsw=hnsw,
+    )
 
 
 @app.command()

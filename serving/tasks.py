@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 
 import redis
@@ -11,7 +10,8 @@ import redis
 from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
 from artifacts.store import ArtifactStore, open_uri, split_uri
-from serving.index.artifact import INDEX_KIND, publish_index
+from serving.index.artifact import INDEX_KIND, IndexManifest, publish_index
+from serving.index.params import DEFAULT_MIN_RECALL
 from serving.model_artifact import open_model_artifact
 from serving.user_vectors import (
     ProgressCallback,
@@ -23,8 +23,10 @@ from serving.user_vectors import (
 log = logging.getLogger(__name__)
 
 
-def build_index(model_uri: str, min_recall: float = 0.8, allow_gpu: bool = True) -> str:
-    """Build, quality-gate and publish an IVF-PQ index for the model at ``model_uri``.
+def build_index(
+    model_uri: str, min_recall: float = DEFAULT_MIN_RECALL, allow_gpu: bool = True
+) -> str:
+    """Build, quality-gate and publish an IVF-PQ + re-rank index for the model at ``model_uri``.
 
     The index goes into the same store as the model, under ``indexes/``; LATEST moves only
     after the whole artifact is in place. Returns the index URI.
@@ -35,11 +37,12 @@ def build_index(model_uri: str, min_recall: float = 0.8, allow_gpu: bool = True)
         model, ArtifactStore(root), min_recall=min_recall, allow_gpu=allow_gpu
     )
     log.info(
-        "index %s (%s, recall@%d=%.3f, %s) published at %s",
+        "index %s (%s nprobe=%d refine_factor=%d, %s, %s) published at %s",
         manifest.index_version,
         manifest.factory,
-        manifest.quality.k,
-        manifest.quality.recall,
+        manifest.nprobe,
+        manifest.refine_factor,
+        ", ".join(f"recall@{q.k}={q.recall:.3f}" for q in manifest.quality_by_k),
         manifest.build_device,
         uri,
     )
@@ -74,8 +77,8 @@ def prune_vectors(artifact_root: str, redis_url: str, keep_indexes: int = 3) -> 
 
 def index_model_version(store: ArtifactStore, index_version: str) -> str:
     """The model version an index was built from (read from its manifest)."""
-    manifest = json.loads((store.local_dir(INDEX_KIND, index_version) / MANIFEST_NAME).read_text())
-    return str(manifest["model_version"])
+    path = store.local_dir(INDEX_KIND, index_version) / MANIFEST_NAME
+    return IndexManifest.model_validate_json(path.read_text()).model_version
 
 
 def load_vectors(

@@ -19,6 +19,7 @@ from artifacts.checksums import MANIFEST_NAME, verify_files
 from artifacts.errors import ArtifactError
 from serving.errors import IndexLoadError
 from serving.index.artifact import IndexManifest
+from serving.index.search import is_refined, search_parameters
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,21 @@ class LoadedIndex:
     def item_count(self) -> int:
         return len(self.item_ids)
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, nprobe: int, *, k_factor: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product. queries: [q, dim] float32 → (scores [q, k], ids [q, k]);
-        missing results have id -1. Thread-safe (Faiss search does not mutate the index)."""
-        params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe, self.manifest.nlist)))  # type: ignore[call-arg]
+        missing results have id -1. Thread-safe (Faiss search does not mutate the index).
+
+        ``nprobe`` is clamped to 1..nlist. A re-ranked index over-fetches k × ``k_factor``
+        IVF-PQ candidates and returns their exact scores (None: the manifest's
+        ``refine_factor``; clamped to 1..MAX_REFINE_FACTOR); without re-rank it is ignored.
+        """
+        params = search_parameters(
+            self.index,
+            max(1, min(nprobe, self.manifest.nlist)),
+            self.manifest.refine_factor if k_factor is None else k_factor,
+        )
         scores, ids = self.index.search(
             np.ascontiguousarray(queries, dtype=np.float32), k, params=params
         )
@@ -75,6 +87,11 @@ def load_index_dir(path: Path) -> LoadedIndex:
         raise IndexLoadError(
             f"index at {path}: {index.ntotal} vectors, {len(item_ids)} ids, "
             f"manifest says {manifest.item_count} items"
+        )
+    if (manifest.refine != "none") != is_refined(index):
+        raise IndexLoadError(
+            f"index at {path}: manifest says refine={manifest.refine!r} but index.faiss holds "
+            f"{type(index).__name__}"
         )
     total = sum(count for _, count in popular_counts) or 1
     popular = [(item, count / total) for item, count in popular_counts]

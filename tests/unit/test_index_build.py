@@ -23,7 +23,8 @@ from serving.index.artifact import (
 )
 from serving.index.build import BuiltIndex, ann_recall, build_ivfpq, gpu_count
 from serving.index.loaded import load_index_dir
-from serving.index.params import choose_params
+from serving.index.params import DEFAULT_REFINE_FACTOR, GATE_KS, choose_params
+from serving.index.search import search_parameters
 from serving.model_artifact import open_model_artifact
 from tests.unit.helpers import (
     SMALL_PARAMS,
@@ -109,8 +110,12 @@ def test_build_ivfpq_on_cpu(built: BuiltIndex, vectors: np.ndarray) -> None:
     assert built.index.metric_type == faiss.METRIC_INNER_PRODUCT
     assert built.train_seconds >= 0 and built.add_seconds >= 0
     # Internal ids are row numbers: each vector's own row is its best match.
-    _, ids = built.index.search(vectors[:50], 1, params=faiss.SearchParametersIVF(nprobe=ivf.nlist))
+    search = search_parameters(built.index, ivf.nlist)
+    _, ids = built.index.search(vectors[:50], 1, params=search)
     assert (ids[:, 0] == np.arange(50)).mean() >= 0.9
+    # The re-rank store holds every vector once, row i = internal id i.
+    assert built.index.refine_index.ntotal == N  # type: ignore[attr-defined]
+    assert 0 < built.train_size <= N and built.threads >= 1
 
 
 def test_ann_recall_is_high_with_all_lists_probed(built: BuiltIndex, vectors: np.ndarray) -> None:
@@ -177,6 +182,12 @@ def test_write_index_dir_and_load(tmp_path: Path) -> None:
     assert manifest.build_device == "cpu"
     assert manifest.quality.k == 10 and manifest.quality.queries == 120
     assert 0.5 <= manifest.quality.recall <= 1.0
+    assert [q.k for q in manifest.quality_by_k] == list(GATE_KS) == [10, 100]
+    assert manifest.quality_by_k[0] == manifest.quality == manifest.quality_at(10)
+    assert all(q.refine_factor == DEFAULT_REFINE_FACTOR for q in manifest.quality_by_k)
+    assert all(q.nprobe == SMALL_PARAMS.nprobe for q in manifest.quality_by_k)
+    assert (manifest.refine, manifest.refine_factor) == ("fp16", DEFAULT_REFINE_FACTOR)
+    assert manifest.train_size == 400 and manifest.build_threads
     assert [f["path"] for f in manifest.files] == [
         "index.faiss",
         "item_ids.json",

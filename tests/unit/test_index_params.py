@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
+import faiss
 import pytest
 
-from serving.index.params import MIN_POINTS_PER_LIST, IvfPqParams, choose_params
+from serving.index.params import (
+    DEFAULT_MIN_RECALL,
+    DEFAULT_REFINE_FACTOR,
+    GATE_KS,
+    MAX_REFINE_FACTOR,
+    MIN_POINTS_PER_LIST,
+    TRAIN_POINTS_PER_LIST,
+    IvfPqParams,
+    RefineKind,
+    choose_params,
+)
+from serving.index.search import is_refined
 
 SIZES = [2, 3, 10, 38, 39, 40, 77, 78, 100, 255, 256, 257, 1_000, 2_000, 10_000, 1_682, 10**6]
 DIMS = [2, 3, 7, 8, 16, 32, 48, 64, 100, 128, 130, 256, 1024]
@@ -23,8 +36,11 @@ def test_choose_params_invariants(n: int, dim: int) -> None:
     assert 1 <= p.nbits <= 8
     assert 2**p.nbits <= n
     assert 1 <= p.nprobe <= p.nlist
-    assert p.factory == f"IVF{p.nlist},PQ{p.m}x{p.nbits}"
-    assert re.fullmatch(r"IVF\d+,PQ\d+x\d+", p.factory)
+    assert p.ivfpq_factory == f"IVF{p.nlist},PQ{p.m}x{p.nbits}"
+    assert p.factory == p.ivfpq_factory + ",Refine(SQfp16)"
+    assert re.fullmatch(r"IVF\d+,PQ\d+x\d+", p.ivfpq_factory)
+    assert (p.refine, p.refine_factor) == ("fp16", DEFAULT_REFINE_FACTOR)
+    assert MIN_POINTS_PER_LIST * p.nlist <= p.train_size(n) or p.train_size(n) == n
 
 
 @pytest.mark.parametrize(
@@ -32,10 +48,13 @@ def test_choose_params_invariants(n: int, dim: int) -> None:
     [
         (2, 2, IvfPqParams(nlist=1, m=1, nbits=1, nprobe=1)),
         (100, 16, IvfPqParams(nlist=2, m=8, nbits=6, nprobe=2)),
-        (2_000, 32, IvfPqParams(nlist=51, m=16, nbits=8, nprobe=14)),
-        (1_682, 64, IvfPqParams(nlist=43, m=32, nbits=8, nprobe=13)),
-        (10**6, 256, IvfPqParams(nlist=4000, m=64, nbits=8, nprobe=126)),
-        (10**6, 7, IvfPqParams(nlist=4000, m=1, nbits=8, nprobe=126)),
+        # Small catalogs: every list probed (fewer than MIN_SCANNED_ITEMS items in all).
+        (2_000, 32, IvfPqParams(nlist=45, m=16, nbits=8, nprobe=45)),
+        (1_682, 64, IvfPqParams(nlist=41, m=32, nbits=8, nprobe=41)),
+        # 100k: 2·√nlist = 36 lists hold ~11k items.
+        (100_000, 64, IvfPqParams(nlist=316, m=32, nbits=8, nprobe=36)),
+        (10**6, 256, IvfPqParams(nlist=1000, m=64, nbits=8, nprobe=63)),
+        (10**6, 7, IvfPqParams(nlist=1000, m=1, nbits=8, nprobe=63)),
     ],
 )
 def test_choose_params_known_values(n: int, dim: int, expected: IvfPqParams) -> None:
@@ -55,7 +74,38 @@ def test_m_is_largest_divisor_up_to_half_dim() -> None:
 
 
 def test_factory_string_format() -> None:
-    assert IvfPqParams(nlist=64, m=16, nbits=8, nprobe=16).factory == "IVF64,PQ16x8"
+    params = IvfPqParams(nlist=64, m=16, nbits=8, nprobe=16)
+    assert params.ivfpq_factory == "IVF64,PQ16x8"
+    assert params.factory == "IVF64,PQ16x8,Refine(SQfp16)"
+    assert replace(params, refine="flat").factory == "IVF64,PQ16x8,RFlat"
+    assert replace(params, refine="none", refine_factor=1).factory == "IVF64,PQ16x8"
+
+
+@pytest.mark.parametrize("refine", ["fp16", "flat", "none"])
+def test_factory_string_builds_the_same_index_shape(refine: RefineKind) -> None:
+    """The recorded factory string is one Faiss itself understands."""
+    params = choose_params(10_000, 16, refine=refine)
+    index = faiss.index_factory(16, params.factory, faiss.METRIC_INNER_PRODUCT)
+    assert is_refined(index) == (refine != "none")
+
+
+def test_refine_defaults_and_bounds() -> None:
+    assert choose_params(1000, 16).refine_factor == DEFAULT_REFINE_FACTOR == 4
+    assert choose_params(1000, 16, refine="none").refine_factor == 1
+    assert choose_params(1000, 16, refine_factor=8).refine_factor == 8
+    assert 0.9 <= DEFAULT_MIN_RECALL < 1 and GATE_KS == (10, 100)
+    with pytest.raises(ValueError, match="refine_factor"):
+        IvfPqParams(nlist=4, m=2, nbits=4, nprobe=2, refine_factor=0)
+    with pytest.raises(ValueError, match="refine_factor"):
+        IvfPqParams(nlist=4, m=2, nbits=4, nprobe=2, refine_factor=MAX_REFINE_FACTOR + 1)
+    with pytest.raises(ValueError, match="'none'"):
+        IvfPqParams(nlist=4, m=2, nbits=4, nprobe=2, refine="none", refine_factor=4)
+
+
+def test_train_sample_is_bounded_for_large_catalogs() -> None:
+    params = choose_params(10**6, 64)
+    assert params.train_size(10**6) == params.nlist * TRAIN_POINTS_PER_LIST == 64_000
+    assert choose_params(5000, 64).train_size(5000) == 5000
 
 
 @pytest.mark.parametrize("n", [-5, 0, 1])
