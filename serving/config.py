@@ -87,6 +87,13 @@ class ServerSettings(BaseSettings):
             "SOURCE_FALLBACK_DEGRADED (fallback), or UNAVAILABLE. Writes never degrade."
         ),
     )
+    redis_multi_key_reads: bool = Field(
+        True,
+        description=(
+            "Read a batch's user vectors with one MGET; off for Redis Cluster (a GET each, "
+            "same pipeline)."
+        ),
+    )
     redis_health_check_s: float = Field(
         10.0,
         ge=0,

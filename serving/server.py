@@ -296,7 +296,10 @@ class RecallServer:
         self.store = ArtifactStore(settings.artifact_root, cache_dir=settings.cache_dir)
         self.holder = IndexHolder(self.store)
         self.vectors = UserVectorStore.from_url(
-            settings.redis_url, settings.redis_timeout_s, settings.redis_health_check_s
+            settings.redis_url,
+            settings.redis_timeout_s,
+            settings.redis_health_check_s,
+            multi_key_reads=settings.redis_multi_key_reads,
         )
         self.breaker = CircuitBreaker(
             failures=settings.breaker_failures,

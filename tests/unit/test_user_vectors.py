@@ -7,6 +7,7 @@ import asyncio
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,11 +138,20 @@ class FakeAsyncPipeline:
     def get(self, key: bytes) -> None:
         self.keys.append(key)
 
-    async def execute(self) -> list[bytes | None]:
+    def mget(self, keys: list[bytes]) -> None:
+        self.keys.append(b"MGET")
+        self.mget_keys = keys
+
+    async def execute(self) -> list[Any]:
         if self.client.error is not None:
             raise self.client.error
         self.client.round_trips += 1
-        return [self.client.data.get(k) for k in self.keys]
+        return [
+            [self.client.data.get(k) for k in self.mget_keys]
+            if k == b"MGET"
+            else self.client.data.get(k)
+            for k in self.keys
+        ]
 
 
 class FakeAsyncRedis:
@@ -166,14 +176,17 @@ def test_get_many_returns_vectors_and_none_in_order_in_one_round_trip() -> None:
     )
     store = UserVectorStore(client)  # type: ignore[arg-type]
 
-    got = asyncio.run(store.get_many("v1", ["b", "missing", "a", "c"], 2))
+    for multi_key_reads in (True, False):  # MGET, or a GET each (Redis Cluster)
+        store.multi_key_reads = multi_key_reads
+        client.round_trips = 0
+        got = asyncio.run(store.get_many("v1", ["b", "missing", "a", "c"], 2))
 
-    assert client.round_trips == 1
-    np.testing.assert_array_equal(got[0], b)
-    assert got[1] is None
-    np.testing.assert_array_equal(got[2], a)
-    assert got[3] is None  # only the requested model version's keys are read
-    assert asyncio.run(store.get_many("v1", [], 2)) == []
+        assert client.round_trips == 1
+        np.testing.assert_array_equal(got[0], b)
+        assert got[1] is None
+        np.testing.assert_array_equal(got[2], a)
+        assert got[3] is None  # only the requested model version's keys are read
+        assert asyncio.run(store.get_many("v1", [], 2)) == []
 
 
 def test_get_many_raises_corrupt_user_vector_on_wrong_dim() -> None:
