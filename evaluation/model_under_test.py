@@ -30,6 +30,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "use_item_features": True,
         "use_user_features": True,
     },
+    "set-history": {"history_context": "all_other", "history_length": 200},
+    "mixed-history": {"history_context": "mixed", "history_length": 200},
     "holdout-fit": {"final_fit": "holdout"},
     "all-data-fit": {"final_fit": "all"},
 }

@@ -102,22 +102,24 @@ def _fresh_vectors(
 def _print_quality(console: Console, artifact_root: str) -> None:
     """One line each on how good the new model and index are (from their artifacts)."""
     from artifacts.store import ArtifactStore
+    from serving.index.artifact import IndexManifest
 
     store = ArtifactStore(artifact_root)
     model_dir = store.local_dir("models", store.latest("models"))
     index_dir = store.local_dir("indexes", store.latest("indexes"))
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    index = json.loads((index_dir / "manifest.json").read_text())
+    index = IndexManifest.model_validate_json((index_dir / "manifest.json").read_text())
     console.print(
-        f"model: held-out recall@10 {metrics.get('recall@10', 0):.3f} "
-        f"(popularity baseline {metrics.get('popularity_recall@10', 0):.3f}), "
-        f"recall@50 {metrics.get('recall@50', 0):.3f} "
-        f"(baseline {metrics.get('popularity_recall@50', 0):.3f})"
+        f"model: next-item test recall@10 {metrics.get('recall@10', 0):.3f}, "
+        f"NDCG@10 {metrics.get('ndcg@10', 0):.3f}, recall@100 {metrics.get('recall@100', 0):.3f} "
+        f"(popularity recall@10 {metrics.get('popularity_recall@10', 0):.3f}); "
+        f"{int(metrics.get('best_epoch', 0))} epochs chosen on validation, then refitted on "
+        f"all interactions ({metrics.get('examples_per_second', 0):,.0f} examples/s)"
     )
+    gate = ", ".join(f"recall@{q.k} {q.recall:.3f}" for q in index.quality_by_k or [index.quality])
     console.print(
-        f"index: {index['factory']} over {index['item_count']} items on {index['build_device']}, "
-        f"ANN recall@{index['quality']['k']} vs exact {index['quality']['recall']:.3f} "
-        f"at nprobe={index['nprobe']}"
+        f"index: {index.factory} over {index.item_count} items on {index.build_device}, "
+        f"exact re-rank ×{index.refine_factor}, nprobe={index.nprobe}: {gate} vs exact search"
     )
 
 
@@ -125,6 +127,7 @@ def run_demo(console: Console, epochs: int) -> int:
     """Returns the process exit code. Starts Redis and a server; always stops both."""
     from pipelines.runner import run_dag
     from serving.client import RecallClient
+    from serving.index.params import DEFAULT_MIN_RECALL
     from training.data.ml100k import fetch_ml100k
     from training.data.schema import load_dataset
 
@@ -167,7 +170,7 @@ def run_demo(console: Console, epochs: int) -> int:
                     "artifact_root": artifact_root,
                     "redis_url": redis.url,
                     "epochs": epochs,
-                    "min_recall": 0.8,
+                    "min_recall": DEFAULT_MIN_RECALL,
                 },
                 paths.airflow_home(),
                 on_progress=lambda m: show(f"Airflow: {m}"),

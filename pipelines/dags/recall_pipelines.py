@@ -36,7 +36,9 @@ _DEFAULTS: dict[str, Any] = {
     ),
     "epochs": Param(int(os.environ.get("RECALL_EPOCHS", "30")), type="integer", minimum=1),
     "train_config": Param(os.environ.get("RECALL_TRAIN_CONFIG", ""), type="string"),
-    "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.8")), type="number"),
+    # The index gate's minimum ANN recall (serving.index.params.DEFAULT_MIN_RECALL; a
+    # literal here keeps the DAG file cheap to parse).
+    "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.95")), type="number"),
     "keep_indexes": Param(
         int(os.environ.get("RECALL_KEEP_INDEXES", "3")), type="integer", minimum=1
     ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from types import ModuleType
 
 import pytest
@@ -48,7 +49,13 @@ def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
         "epochs",
         "min_recall",
         "keep_indexes",
+        "train_config",
     }
+    # The DAG spells the gate's default as a literal (cheap parsing); it must not drift.
+    from serving.index.params import DEFAULT_MIN_RECALL
+
+    if "RECALL_MIN_RECALL" not in os.environ:
+        assert dag.params["min_recall"] == DEFAULT_MIN_RECALL
 
 
 def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> None:
