@@ -77,6 +77,10 @@ class FeatureEmbeddings(keras.layers.Layer):
         self.tables = [tf.constant(table[f.name], dtype=tf.int32) for f in features]
         self.embeddings = [_embedding(f.size, dim, f"{name}_{f.name}") for f in features]
 
+    def build(self, input_shape: Any = None) -> None:
+        """Sub-layers build on their first call (shapes are known only then)."""
+        self.built = True
+
     def call(self, rows: tf.Tensor) -> list[tf.Tensor]:
         out = []
         for table, embedding in zip(self.tables, self.embeddings, strict=True):
@@ -108,6 +112,10 @@ class ItemTower(keras.Model):
         self.head = _head(
             config.hidden_units, config.embedding_dim, "item_head", config.normalize_items
         )
+
+    def build(self, input_shape: Any = None) -> None:
+        """Sub-layers build on their first call (shapes are known only then)."""
+        self.built = True
 
     def call(self, items: tf.Tensor) -> tf.Tensor:
         parts = [self.id_embedding(items)]
@@ -161,6 +169,10 @@ class UserTower(keras.Model):
             else None
         )
         self.head = _head(config.hidden_units, config.embedding_dim, "user_head")
+
+    def build(self, input_shape: Any = None) -> None:
+        """Sub-layers build on their first call (shapes are known only then)."""
+        self.built = True
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         users = inputs["user"]
@@ -217,6 +229,10 @@ class TwoTowerModel(keras.Model):
         self.log_q_table = tf.constant(np.concatenate([[0.0], item_log_q]), dtype=tf.float32)
         self.config = config
         self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def build(self, input_shape: Any = None) -> None:
+        """Sub-layers build on their first call (shapes are known only then)."""
+        self.built = True
 
     def call(self, batch: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self.user_tower(batch, training=training)
