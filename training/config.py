@@ -40,11 +40,12 @@ class TrainConfig(BaseModel):
     use_item_features: bool = Field(True, description="Item tower reads the item columns.")
     use_user_features: bool = Field(True, description="User tower reads the user columns.")
     history_length: int = Field(50, ge=1, le=1000, description="Most recent items read.")
-    history_context: Literal["before", "all_other"] = Field(
+    history_context: Literal["before", "all_other", "mixed"] = Field(
         "before",
         description="Training history of an interaction: the items before it ('before': "
-        "next-item prediction) or all the user's other items ('all_other': the user's "
-        "taste as a set, for held-out items spread over time).",
+        "next-item prediction), all the user's other items ('all_other': the user's "
+        "taste as a set, for held-out items spread over time), or either, drawn per "
+        "example ('mixed').",
     )
     history_dropout: float = Field(
         0.0, ge=0, lt=1, description="Share of history items hidden per training example."

@@ -171,8 +171,19 @@ def training_examples(
     item_index = {u: i + 1 for i, u in enumerate(vocab.item_ids)}
     users = ordered["user_id"].map(user_index).to_numpy(dtype=np.int64)
     items = ordered["item_id"].map(item_index).to_numpy(dtype=np.int64)
-    context = history_matrix if config.history_context == "before" else other_items_matrix
-    return {"user": users, "history": context(users, items, config.history_length), "item": items}
+    length = config.history_length
+    if config.history_context == "before":
+        history = history_matrix(users, items, length)
+    elif config.history_context == "all_other":
+        history = other_items_matrix(users, items, length)
+    else:
+        before = np.random.default_rng(config.seed).random(len(users)) < 0.5
+        history = np.where(
+            before[:, None],
+            history_matrix(users, items, length),
+            other_items_matrix(users, items, length),
+        )
+    return {"user": users, "history": history, "item": items}
 
 
 def _batches(examples: dict[str, np.ndarray], config: TrainConfig) -> tf.data.Dataset:
