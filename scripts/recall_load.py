@@ -101,6 +101,12 @@ async def load(target: str, users: list[str], k: int, in_flight: int, seconds: f
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,9 +193,12 @@ def main() -> None:
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                         )
+                    cpu_before = cpu_seconds(proc.pid)
                     result = asyncio.run(
                         load(f"127.0.0.1:{port}", users, args.k, args.in_flight, args.seconds)
                     )
+                    calls = result["qps"] * (args.seconds + 1)  # + the warm-up second
+                    result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu_before) * 1e3 / calls
                     if spy is not None:
                         spy.wait(30)
                 finally:
@@ -198,7 +207,8 @@ def main() -> None:
                 results.append((name, result))
                 print(
                     f"{name:<12} {result['qps']:>8.0f} QPS  p50 {result['p50']:6.2f} ms  "
-                    f"p99 {result['p99']:6.2f} ms  failures {result['failures']}",
+                    f"p99 {result['p99']:6.2f} ms  server CPU {result['cpu_ms']:.3f} ms/call  "
+                    f"failures {result['failures']}",
                     flush=True,
                 )
             echo_qps = (results[0][1]["qps"] + results[-1][1]["qps"]) / 2

@@ -149,8 +149,8 @@ class ServerSettings(BaseSettings):
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",
         description=(
-            "Event loop of `recall serve`. grpc.aio runs its own poller integration on the "
-            "default loop; under uvloop it hops through a poller thread, measured ~2x slower."
+            "Event loop of `recall serve` (uvloop: installed, but no consistent gain with "
+            "grpc.aio measured here; see bench/README.md)."
         ),
     )
 
