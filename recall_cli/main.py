@@ -97,7 +97,11 @@ def bench_serve(
 
 @app.command()
 @friendly_errors
-def demo(epochs: int = 20) -> None:
+def demo(
+    epochs: Annotated[
+        int, typer.Option(help="Most training epochs (early stopping usually stops at 5-8).")
+    ] = 10,
+) -> None:
     """ML-100K end to end: fetch → Airflow pipeline → Redis + server → queries → stop."""
     from recall_cli.demo import run_demo
 
