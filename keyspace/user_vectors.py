@@ -2,6 +2,7 @@
 
     recall:uv:<model_version>:<user_id>      value: dim × little-endian float32 (4·dim bytes)
     recall:uvmeta:<model_version>            value: JSON {"dim", "dtype", "count", "loaded_at"}
+    recall:uvrepair:<model_version>          value: random token of the repairing server (PX TTL)
 
 The bulk loader (serving.user_vectors.load_user_vectors) and the refresher
 (training.refresher) write with these functions, the recall server reads with them.
@@ -27,6 +28,12 @@ def user_vector_key(model_version: str, user_id: str) -> bytes:
 def meta_key(model_version: str) -> bytes:
     """``recall:uvmeta:<model_version>`` as UTF-8 bytes."""
     return f"{KEY_PREFIX}:uvmeta:{model_version}".encode()
+
+
+def repair_lock_key(model_version: str) -> bytes:
+    """``recall:uvrepair:<model_version>``: the lock a server holds while it reloads that
+    model's vectors (serving.vector_repair), so N servers do not all reload."""
+    return f"{KEY_PREFIX}:uvrepair:{model_version}".encode()
 
 
 def encode_vector(vector: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from recall_cli import paths
-from recall_cli.local_redis import LocalRedis, port_in_use
+from recall_cli.local_redis import LocalRedis, LocalRedisError, port_in_use
 from recall_cli.output import candidates_table
 from recall_cli.progress import spinner_line
 
@@ -246,5 +246,8 @@ def run_demo(console: Console, epochs: int) -> int:
         _stop(refresher)
         _stop(server)
         if started_redis:
-            redis.stop()
+            try:
+                redis.stop()
+            except LocalRedisError as exc:
+                console.print(f"[bold red]{exc}[/]")
         console.print("stopped the refresher, the recall server and Redis")

@@ -36,30 +36,33 @@ def friendly_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pydantic import ValidationError
-
-        from artifacts.errors import ArtifactError
-        from pipelines.runner import PipelineError
-        from recall_cli.local_redis import RedisNotInstalled
-        from serving.errors import RecallError
-        from training.data.ml100k import FetchError
-        from training.data.schema import DataFormatError
-
         try:
             return fn(*args, **kwargs)
-        except (
-            ArtifactError,
-            RecallError,
-            DataFormatError,
-            FetchError,
-            RedisNotInstalled,
-            PipelineError,
-            ValidationError,
-            OSError,
-        ) as exc:
-            err.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(1) from None
         except Exception as exc:
+            # The error classes are imported only now: importing them up front pulls in
+            # pandas (training.data), seconds of start-up for every command.
+            from pydantic import ValidationError
+
+            from artifacts.errors import ArtifactError
+            from pipelines.runner import PipelineError
+            from recall_cli.local_redis import LocalRedisError
+            from serving.errors import RecallError
+            from training.data.ml100k import FetchError
+            from training.data.schema import DataFormatError
+
+            expected = (
+                ArtifactError,
+                RecallError,
+                DataFormatError,
+                FetchError,
+                LocalRedisError,
+                PipelineError,
+                ValidationError,
+                OSError,
+            )
+            if isinstance(exc, expected):
+                err.print(f"[bold red]error:[/] {exc}")
+                raise typer.Exit(1) from None
             import grpc
 
             if isinstance(exc, grpc.RpcError):

@@ -139,15 +139,31 @@ def _local_redis() -> Any:
 @redis_app.command("start")
 @friendly_errors
 def redis_start() -> None:
-    """Start the project-local Redis (127.0.0.1:$RECALL_REDIS_PORT, data in var/redis)."""
+    """Start the project-local Redis (127.0.0.1:$RECALL_REDIS_PORT, data in var/redis; AOF,
+    fsync every second). Reuses it if it already runs; any other server on the port is an
+    error."""
     local = _local_redis()
     started = local.start()
-    console.print(f"redis {'started' if started else 'already running'} at {local.url}")
+    console.print(
+        f"redis {'started' if started else 'already running'} at {local.url} "
+        f"(data in {local.directory})"
+    )
 
 
 @redis_app.command("stop")
 @friendly_errors
-def redis_stop() -> None:
-    """Stop the project-local Redis (snapshotting its data)."""
-    _local_redis().stop()
-    console.print("redis stopped")
+def redis_stop(
+    save: Annotated[
+        bool,
+        typer.Option(
+            help="Write the RDB snapshot before stopping (--no-save: only the append-only "
+            "file, which Redis flushes either way)."
+        ),
+    ] = True,
+) -> None:
+    """Stop the project-local Redis. Never stops a server that is not the project's."""
+    local = _local_redis()
+    if local.stop(save=save):
+        console.print(f"redis stopped (port {local.port})")
+    else:
+        console.print(f"redis is not running (nothing answers on 127.0.0.1:{local.port})")

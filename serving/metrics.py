@@ -49,3 +49,18 @@ BATCH_DROPPED = Counter(
     "Recall calls dropped from their batch before it ran: deadline passed or cancelled.",
     ["reason"],
 )
+USER_VECTORS_COMPLETE = Gauge(
+    "recall_user_vectors_complete",
+    "1 when the last check found the serving model's user vectors complete in Redis, 0 when "
+    "they were missing or incomplete (serving.vector_repair reloads them).",
+)
+USER_VECTOR_REPAIRS = Counter(
+    "recall_user_vector_repairs_total",
+    "User-vector repairs by result: repaired (this server reloaded the missing vectors), "
+    "busy (another server held the lock), failed (Redis or the model artifact failed).",
+    ["result"],
+)
+USER_VECTORS_REPAIRED = Counter(
+    "recall_user_vectors_repaired_total",
+    "User vectors written by repairs (keys that were missing from Redis).",
+)

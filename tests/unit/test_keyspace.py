@@ -30,6 +30,7 @@ from keyspace.user_vectors import (
     decode_vector,
     encode_vector,
     meta_key,
+    repair_lock_key,
     user_vector_key,
 )
 from tests.unit.fake_redis import FakeRedis
@@ -107,3 +108,11 @@ def test_user_event_goes_to_the_stream_and_the_touched_set() -> None:
     )
     pipe.execute()
     assert client.zsets[TOUCHED_USERS] == {b"u": 123.5}
+
+
+def test_repair_lock_key_is_pinned() -> None:
+    assert repair_lock_key("20261123T073012Z-3f9a1c") == b"recall:uvrepair:20261123T073012Z-3f9a1c"
+    # Outside the prefixes that list loaded versions (recall:uvmeta:*) and a version's
+    # vectors (recall:uv:<version>:*), so neither SCAN ever sees it.
+    assert not repair_lock_key("v").startswith(b"recall:uvmeta:")
+    assert not repair_lock_key("v").startswith(b"recall:uv:v:")
