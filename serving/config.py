@@ -99,6 +99,15 @@ class ServerSettings(BaseSettings):
         ge=0,
         description="PING a pooled Redis connection idle this long before reusing it; 0: never.",
     )
+    vector_repair_interval_s: float = Field(
+        15.0,
+        ge=0,
+        description=(
+            "Check this often that the serving model's user vectors are complete in Redis "
+            "and reload the missing ones from the model artifact (serving/vector_repair.py); "
+            "0 disables."
+        ),
+    )
     breaker_failures: int = Field(
         3, ge=1, description="Consecutive failed Redis reads that open the circuit breaker."
     )

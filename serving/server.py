@@ -45,6 +45,7 @@ from serving.recall_engine import (
 )
 from serving.response_encoding import encode_recall_response
 from serving.user_vectors import UserVectorStore
+from serving.vector_repair import VectorRepairer
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +335,11 @@ class RecallServer:
             events_maxlen=settings.events_maxlen,
             retry_s=settings.redis_retry_s,
         )
+        self.repairer = VectorRepairer.from_url(self.store, settings.redis_url)
         self.port = 0
         self.admin_port = 0
         self._watcher: asyncio.Task[None] | None = None
+        self._repair: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
@@ -379,6 +382,14 @@ class RecallServer:
             log.warning("no index loaded at start: %s", exc)
         if self.settings.watch_interval_s > 0 and not self.settings.index_version:
             self._watcher = asyncio.create_task(self._watch_latest())
+        if self.settings.vector_repair_interval_s > 0:
+            self._repair = asyncio.create_task(
+                self.repairer.run(self._serving_model, self.settings.vector_repair_interval_s)
+            )
+
+    def _serving_model(self) -> str | None:
+        loaded = self.holder.current_or_none()
+        return loaded.model_version if loaded else None
 
     async def load_index(self, version: str | None) -> tuple[LoadedIndex, LoadedIndex | None]:
         try:
@@ -425,10 +436,12 @@ class RecallServer:
         """Graceful: health says NOT_SERVING, new calls are refused, calls in flight get
         up to ``grace`` seconds to finish (their batches keep running), then Redis closes."""
         grace = self.settings.grace_s if grace is None else grace
-        if self._watcher:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._repair):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.repairer.close()
         await self.health.enter_graceful_shutdown()
         await asyncio.gather(self.server.stop(grace), self.admin.stop(grace))
         if self.batcher is not None:
