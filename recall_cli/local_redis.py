@@ -264,7 +264,9 @@ class LocalRedis:
         try:
             client.config_set("appendonly", "yes")
             while time.monotonic() < deadline:
-                if not int(client.info("persistence").get("aof_rewrite_in_progress", 0)):
+                info = client.info("persistence")
+                busy = ("aof_rewrite_in_progress", "aof_rewrite_scheduled")
+                if not any(int(info.get(field, 0)) for field in busy):
                     return
                 time.sleep(0.05)
         finally:
