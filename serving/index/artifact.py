@@ -72,6 +72,10 @@ class IndexManifest(BaseModel):
     item_count: int
     build_device: str
     build_note: str
+    # "params" or "error" when a GPU was present but the IVF-PQ was built on the CPU
+    # (counted in recall_index_gpu_fallbacks_total); "" otherwise and in older artifacts.
+    gpu_fallback_reason: str = ""
+    gpu_float16_lut: bool = False  # the GPU build used float16 PQ lookup tables
     faiss_version: str
     train_seconds: float
     add_seconds: float
@@ -134,6 +138,7 @@ def write_index_dir(
         )
     params = params or choose_params(len(vectors), vectors.shape[1])
     built = build_ivfpq(vectors, params, allow_gpu=allow_gpu, threads=threads, seed=seed)
+    params = built.params or params  # a GPU build may have fitted another PQ size
     queries = _gate_queries(model, GATE_QUERIES, seed)
     with faiss_threads(threads):
         if calibrate:
@@ -188,6 +193,8 @@ def write_index_dir(
         item_count=len(item_ids),
         build_device=built.device,
         build_note=built.device_note,
+        gpu_fallback_reason=built.gpu_fallback_reason,
+        gpu_float16_lut=built.float16_lut,
         faiss_version=faiss.__version__,
         train_seconds=round(built.train_seconds, 4),
         add_seconds=round(built.add_seconds, 4),

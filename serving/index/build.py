@@ -4,6 +4,7 @@ with the exact re-rank stage (on the CPU), and measure its recall against exact 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from serving.index.params import KMEANS_ITERATIONS, IvfPqParams
+from serving.index.build_metrics import GPU_FALLBACKS, GpuFallbackReason
+from serving.index.params import KMEANS_ITERATIONS, IvfPqParams, gpu_plan
 from serving.index.search import search_parameters
 
 log = logging.getLogger(__name__)
@@ -23,12 +25,17 @@ log = logging.getLogger(__name__)
 class BuiltIndex:
     index: faiss.Index  # IndexIVFPQ, wrapped in an IndexRefine unless params.refine == "none"
     device: str  # "cpu" or "gpu": where the IVF-PQ was trained and filled
-    device_note: str  # why CPU was used when a GPU was present, else ""
+    device_note: str  # why CPU was used when a GPU was present, or how params were fitted
     train_seconds: float
     add_seconds: float
     refine_seconds: float = 0.0  # copying the vectors into the re-rank store (CPU)
     train_size: int = 0  # rows of the k-means sample
     threads: int = 0  # Faiss OpenMP threads used for the build
+    # The parameters actually built: the requested ones, or the GPU-fitted ones (another
+    # PQ size when the requested one does not fit Faiss's GPU IVF-PQ). None: as requested.
+    params: IvfPqParams | None = None
+    gpu_fallback_reason: str = ""  # "params" or "error" when a GPU was present but unused
+    float16_lut: bool = False  # the GPU build used float16 lookup tables
 
 
 def gpu_count() -> int:
@@ -57,8 +64,19 @@ def train_sample(vectors: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(vectors[rows])
 
 
+def _to_gpus(index: faiss.Index, float16_lut: bool) -> faiss.Index:
+    """Clone ``index`` onto every visible GPU, with float16 PQ lookup tables if asked."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.useFloat16LookupTables = float16_lut  # type: ignore[attr-defined]
+    return faiss.index_cpu_to_all_gpus(index, options)
+
+
 def _build_on(
-    vectors: np.ndarray, params: IvfPqParams, use_gpu: bool, seed: int
+    vectors: np.ndarray,
+    params: IvfPqParams,
+    use_gpu: bool,
+    seed: int,
+    float16_lut: bool = False,
 ) -> tuple[faiss.Index, float, float]:
     index = faiss.index_factory(vectors.shape[1], params.ivfpq_factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
@@ -71,7 +89,7 @@ def _build_on(
     # and cut their training (32 k-means of 256 centroids at 1M × 64) by 60 %.
     ivf.pq.cp.niter = KMEANS_ITERATIONS  # type: ignore[attr-defined]
     ivf.pq.cp.seed = seed  # type: ignore[attr-defined]
-    target = faiss.index_cpu_to_all_gpus(index) if use_gpu else index
+    target = _to_gpus(index, float16_lut) if use_gpu else index
     started = time.perf_counter()
     target.train(train_sample(vectors, params.train_size(len(vectors)), seed))
     trained = time.perf_counter()
@@ -116,22 +134,46 @@ def build_ivfpq(
     with ids 0..n-1, then add the re-rank store on the CPU.
 
     ``threads``: Faiss OpenMP threads for the build (None: one per CPU); restored after.
-    The returned index always lives on the CPU (ready to serialise). When a GPU is present
-    but the GPU build fails (e.g. an unsupported PQ size), the CPU build is used and the
-    reason is kept in ``device_note``.
+    The returned index always lives on the CPU (ready to serialise). With a GPU present the
+    parameters are first checked against Faiss's GPU IVF-PQ limits (``gpu_plan``): an
+    unsupported PQ size is replaced by the nearest supported one, float16 lookup tables are
+    used where float32 ones do not fit, and parameters that cannot fit (fewer than 8 bits
+    per code) build on the CPU. A CPU build despite a GPU (unfit parameters, or a GPU build
+    that raised) counts in ``recall_index_gpu_fallbacks_total`` and says why in
+    ``device_note``; ``params`` of the result are the ones actually built.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     note = ""
+    fallback: GpuFallbackReason | None = None
+    float16_lut = False
     with faiss_threads(threads) as used:
         built: tuple[faiss.Index, float, float] | None = None
         device = "cpu"
         if allow_gpu and gpu_count() > 0:
-            try:
-                built = _build_on(vectors, params, use_gpu=True, seed=seed)
-                device = "gpu"
-            except Exception as exc:  # faiss raises RuntimeError with C++ text; fall back
-                note = f"GPU build failed, built on CPU instead: {exc}"
+            plan = gpu_plan(vectors.shape[1], params.m, params.nbits)
+            if not plan.ok:
+                fallback = "params"
+                note = f"GPU not used, built on CPU: {plan.reason}"
+            else:
+                gpu_params = dataclasses.replace(params, m=plan.m)
+                try:
+                    built = _build_on(
+                        vectors,
+                        gpu_params,
+                        use_gpu=True,
+                        seed=seed,
+                        float16_lut=plan.use_float16_lut,
+                    )
+                    device, params, note = "gpu", gpu_params, plan.reason
+                    float16_lut = plan.use_float16_lut
+                except Exception as exc:  # faiss raises RuntimeError with C++ text; fall back
+                    fallback = "error"
+                    note = f"GPU build failed, built on CPU instead: {exc}"
+            if fallback is not None:
+                GPU_FALLBACKS.labels(reason=fallback).inc()
                 log.warning(note)
+            elif note:
+                log.info(note)
         if built is None:
             built = _build_on(vectors, params, use_gpu=False, seed=seed)
         base, t_train, t_add = built
@@ -147,6 +189,9 @@ def build_ivfpq(
         refine_seconds=t_refine,
         train_size=params.train_size(len(vectors)),
         threads=used,
+        params=params,
+        gpu_fallback_reason=fallback or "",
+        float16_lut=float16_lut,
     )
 
 

@@ -102,3 +102,77 @@ def choose_params(
     return IvfPqParams(
         nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, refine=refine, refine_factor=refine_factor
     )
+
+
+# --- what Faiss's GPU IVF-PQ accepts (faiss/gpu/GpuIndexIVFPQ.cu, verifyPQSettings_) -------
+# Bits per sub-quantizer code: the default (non-interleaved) GPU layout takes 8 only.
+GPU_PQ_NBITS = 8
+# Sub-quantizer counts (bytes per code at 8 bits) the GPU list-scan kernels implement
+# (IVFPQ::isSupportedPQCodeLength). 56, 64 and 96 only fit with float16 lookup tables.
+GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+# Dimensions per sub-quantizer with a specialised (fast) code-distance kernel; Faiss before
+# 1.7 refused any other, later versions compute the rest by matrix multiply, so the plan
+# prefers these but accepts others.
+GPU_FAST_SUB_DIMS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32)
+# Shared memory per thread block: the per-query lookup table (M × 2^nbits entries of 4
+# bytes, 2 with float16) must fit. 48 KiB is every CUDA GPU's default per-block limit.
+GPU_SHARED_MEMORY_BYTES = 48 * 1024
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """How (and whether) an IVF-PQ of ``dim`` dimensions can be built on the GPU.
+
+    ``ok``: the GPU build can run; ``m``: the sub-quantizer count to build with (the
+    requested one, or the nearest smaller count the GPU supports); ``use_float16_lut``:
+    the lookup tables only fit in shared memory as float16; ``reason``: why the plan
+    differs from the request or why the GPU cannot be used ("" when neither).
+    """
+
+    ok: bool
+    m: int
+    use_float16_lut: bool
+    reason: str
+
+
+def gpu_lut_bytes(m: int, nbits: int, float16: bool) -> int:
+    """Shared memory of one query's PQ lookup table: m × 2^nbits × (2 or 4) bytes."""
+    return m * 2**nbits * (2 if float16 else 4)
+
+
+def gpu_plan(
+    dim: int, m: int, nbits: int, *, shared_memory_bytes: int = GPU_SHARED_MEMORY_BYTES
+) -> GpuPlan:
+    """Check IVF-PQ parameters against Faiss's GPU limits and pick ones that fit.
+
+    - ``nbits`` must be 8 (catalogs too small for 256 centroids per code build on CPU);
+    - ``m`` must be in ``GPU_PQ_M`` and divide ``dim``; otherwise the largest such count
+      ≤ ``m`` is chosen, preferring one whose ``dim / m`` is in ``GPU_FAST_SUB_DIMS``;
+    - the lookup table (``gpu_lut_bytes``) must fit ``shared_memory_bytes``: float32 when it
+      does, float16 when only that does, else not ok.
+
+    A pure function of its arguments (no Faiss, no GPU needed), so the choice is unit-tested.
+    """
+    if nbits != GPU_PQ_NBITS:
+        return GpuPlan(
+            False,
+            m,
+            False,
+            f"GPU IVF-PQ needs {GPU_PQ_NBITS} bits per code, these parameters have {nbits} "
+            "(catalog too small for 256 centroids per sub-quantizer)",
+        )
+    fitting = [c for c in GPU_PQ_M if c <= m and dim % c == 0]
+    fitting = [c for c in fitting if gpu_lut_bytes(c, nbits, True) <= shared_memory_bytes]
+    if not fitting:
+        return GpuPlan(False, m, False, f"no GPU-supported PQ size divides dim {dim}")
+    fast = [c for c in fitting if dim // c in GPU_FAST_SUB_DIMS]
+    chosen = max(fast or fitting)
+    reason = ""
+    if chosen != m:
+        reason = (
+            f"PQ{m} is not supported by GPU IVF-PQ at dim {dim} "
+            f"(sub-quantizers must divide dim and be one of {', '.join(map(str, GPU_PQ_M))}); "
+            f"using PQ{chosen}"
+        )
+    float16 = gpu_lut_bytes(chosen, nbits, False) > shared_memory_bytes
+    return GpuPlan(True, chosen, float16, reason)

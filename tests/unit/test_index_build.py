@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -22,6 +24,7 @@ from serving.index.artifact import (
     write_index_dir,
 )
 from serving.index.build import BuiltIndex, ann_recall, build_ivfpq, gpu_count
+from serving.index.build_metrics import gpu_fallbacks
 from serving.index.loaded import load_index_dir
 from serving.index.params import DEFAULT_REFINE_FACTOR, GATE_KS, choose_params
 from serving.index.search import search_parameters
@@ -46,35 +49,105 @@ def built(vectors: np.ndarray) -> BuiltIndex:
     return build_ivfpq(vectors, choose_params(N, DIM), allow_gpu=False)
 
 
+class _ClonerOptions:
+    """Stand-in for faiss.GpuMultipleClonerOptions (absent from faiss-cpu)."""
+
+    useFloat16LookupTables = False
+
+
+def _fake_gpu(
+    monkeypatch: pytest.MonkeyPatch, to_gpu: Callable[[faiss.Index, Any], faiss.Index]
+) -> list[str]:
+    """Pretend Faiss sees one GPU; ``to_gpu`` stands in for index_cpu_to_all_gpus."""
+    moved: list[str] = []
+    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", _ClonerOptions, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpu, raising=False)
+    monkeypatch.setattr(
+        faiss, "index_gpu_to_cpu", lambda i: _record(moved, "back", i), raising=False
+    )
+    return moved
+
+
+def _record(log: list[Any], entry: Any, index: faiss.Index) -> faiss.Index:
+    log.append(entry)
+    return index
+
+
 def test_gpu_build_is_used_when_faiss_sees_a_gpu(
     monkeypatch: pytest.MonkeyPatch, vectors: np.ndarray
 ) -> None:
     """The GPU path's wiring, with identity stand-ins for the CPU↔GPU copies."""
-    moved: list[str] = []
-    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
-    monkeypatch.setattr(
-        faiss, "index_cpu_to_all_gpus", lambda i: moved.append("to") or i, raising=False
-    )
-    monkeypatch.setattr(
-        faiss, "index_gpu_to_cpu", lambda i: moved.append("back") or i, raising=False
-    )
-    result = build_ivfpq(vectors, SMALL_PARAMS)
-    assert (result.device, result.device_note, moved) == ("gpu", "", ["to", "back"])
+    options: list[bool] = []
+    moved = _fake_gpu(monkeypatch, lambda i, o: _record(options, o.useFloat16LookupTables, i))
+    params = choose_params(N, DIM)  # PQ16x8: fits the GPU with float32 lookup tables
+    before = gpu_fallbacks("params") + gpu_fallbacks("error")
+    result = build_ivfpq(vectors, params)
+    assert (result.device, result.device_note, moved, options) == ("gpu", "", ["back"], [False])
     assert result.index.ntotal == len(vectors)
+    assert result.params == params and result.gpu_fallback_reason == ""
+    assert gpu_fallbacks("params") + gpu_fallbacks("error") == before
+
+
+def test_gpu_build_fits_the_pq_size_and_uses_float16_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dim 128 → PQ64x8: 64 KiB of float32 lookup tables, so float16 ones on the GPU."""
+    options: list[bool] = []
+    _fake_gpu(monkeypatch, lambda i, o: _record(options, o.useFloat16LookupTables, i))
+    wide = clustered_vectors(600, 128, seed=4)
+    result = build_ivfpq(wide, choose_params(600, 128))
+    assert (result.device, options, result.float16_lut) == ("gpu", [True], True)
+
+
+def test_unsupported_pq_size_is_refitted_for_the_gpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """dim 100 → PQ50, not a GPU size: the GPU builds PQ20 and the manifest says so."""
+    _fake_gpu(monkeypatch, lambda i, o: i)
+    odd = clustered_vectors(600, 100, seed=5)
+    params = choose_params(600, 100)
+    assert params.m == 50
+    result = build_ivfpq(odd, params)
+    assert result.device == "gpu" and result.params is not None and result.params.m == 20
+    assert "PQ50 is not supported" in result.device_note
+    assert faiss.downcast_index(faiss.extract_index_ivf(result.index)).pq.M == 20  # type: ignore[attr-defined]
+
+
+def test_params_unfit_for_the_gpu_build_on_cpu_and_count(
+    monkeypatch: pytest.MonkeyPatch, vectors: np.ndarray, tmp_path: Path
+) -> None:
+    def forbidden(index: faiss.Index, options: Any) -> faiss.Index:
+        raise AssertionError("GPU used for 6-bit codes")
+
+    _fake_gpu(monkeypatch, forbidden)
+    before = gpu_fallbacks("params")
+    result = build_ivfpq(vectors, SMALL_PARAMS)  # 6 bits per code: CPU only
+    assert (result.device, result.gpu_fallback_reason) == ("cpu", "params")
+    assert "8 bits per code" in result.device_note
+    assert gpu_fallbacks("params") == before + 1
+
+    model = write_model_artifact(tmp_path / "model")
+    out = tmp_path / "index"
+    out.mkdir()
+    manifest = write_index_dir(model, out, "v1", params=SMALL_PARAMS, min_recall=0.0)
+    assert (manifest.build_device, manifest.gpu_fallback_reason) == ("cpu", "params")
+    assert "8 bits per code" in manifest.build_note
 
 
 def test_failed_gpu_build_falls_back_to_cpu_and_says_why(
     monkeypatch: pytest.MonkeyPatch, vectors: np.ndarray
 ) -> None:
-    def no_cuda(index: faiss.Index) -> faiss.Index:
+    def no_cuda(index: faiss.Index, options: Any) -> faiss.Index:
         raise RuntimeError("CUDA error: no kernel image is available")
 
-    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
-    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_cuda, raising=False)
-    result = build_ivfpq(vectors, SMALL_PARAMS)
-    assert result.device == "cpu"
+    _fake_gpu(monkeypatch, no_cuda)
+    before = gpu_fallbacks("error")
+    result = build_ivfpq(vectors, choose_params(N, DIM))
+    assert result.device == "cpu" and result.gpu_fallback_reason == "error"
     assert "GPU build failed" in result.device_note and "no kernel image" in result.device_note
     assert result.index.ntotal == len(vectors)
+    assert gpu_fallbacks("error") == before + 1
 
 
 def test_allow_gpu_false_never_touches_the_gpu(
@@ -85,7 +158,8 @@ def test_allow_gpu_false_never_touches_the_gpu(
 
     monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", forbidden, raising=False)
-    assert build_ivfpq(vectors, SMALL_PARAMS, allow_gpu=False).device == "cpu"
+    result = build_ivfpq(vectors, SMALL_PARAMS, allow_gpu=False)
+    assert (result.device, result.gpu_fallback_reason) == ("cpu", "")
 
 
 @pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a GPU (`make gpu`)")

@@ -12,12 +12,17 @@ from serving.index.params import (
     DEFAULT_MIN_RECALL,
     DEFAULT_REFINE_FACTOR,
     GATE_KS,
+    GPU_PQ_M,
+    GPU_SHARED_MEMORY_BYTES,
     MAX_REFINE_FACTOR,
     MIN_POINTS_PER_LIST,
     TRAIN_POINTS_PER_LIST,
+    GpuPlan,
     IvfPqParams,
     RefineKind,
     choose_params,
+    gpu_lut_bytes,
+    gpu_plan,
 )
 from serving.index.search import is_refined
 
@@ -118,3 +123,54 @@ def test_rejects_fewer_than_two_items(n: int) -> None:
 def test_rejects_dim_below_two(dim: int) -> None:
     with pytest.raises(ValueError, match="dimension"):
         choose_params(1000, dim)
+
+
+# --- GPU IVF-PQ limits (serving.index.params.gpu_plan) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dim", "ok", "m", "float16", "refit"),
+    [
+        (32, True, 16, False, False),  # PQ16: 16 KiB float32 lookup tables
+        (64, True, 32, False, False),  # PQ32: 32 KiB, fits 48 KiB of shared memory
+        (100, True, 20, False, True),  # PQ50 is not a GPU size: PQ20 (5 dims each)
+        (128, True, 64, True, False),  # PQ64: 64 KiB float32 > 48 KiB, 32 KiB as float16
+        (256, True, 64, True, False),
+    ],
+)
+def test_gpu_plan_for_the_chosen_params(
+    dim: int, ok: bool, m: int, float16: bool, refit: bool
+) -> None:
+    chosen = choose_params(100_000, dim)
+    plan = gpu_plan(dim, chosen.m, chosen.nbits)
+    assert (plan.ok, plan.m, plan.use_float16_lut) == (ok, m, float16)
+    assert (plan.reason != "") == refit
+    assert plan.m in GPU_PQ_M and dim % plan.m == 0
+    assert gpu_lut_bytes(plan.m, 8, plan.use_float16_lut) <= GPU_SHARED_MEMORY_BYTES
+
+
+def test_chosen_m_at_dim_100_is_unsupported_on_gpu() -> None:
+    """What the issue reports: dim 100 gives PQ50, which GPU IVF-PQ does not implement."""
+    assert choose_params(100_000, 100).m == 50 and 50 not in GPU_PQ_M
+    assert "PQ50 is not supported" in gpu_plan(100, 50, 8).reason
+
+
+def test_gpu_plan_needs_8_bits_per_code() -> None:
+    plan = gpu_plan(32, 16, 6)
+    assert not plan.ok and "8 bits per code" in plan.reason
+
+
+def test_gpu_plan_prefers_fast_sub_dimensions_and_falls_back_on_shared_memory() -> None:
+    # dim 96, m 48: 2 dims each, in the fast set, 48 KiB float32 fits exactly.
+    assert gpu_plan(96, 48, 8) == GpuPlan(True, 48, False, "")
+    # A smaller device limit forces float16, then a smaller PQ.
+    assert gpu_plan(96, 48, 8, shared_memory_bytes=32 * 1024).use_float16_lut
+    small = gpu_plan(96, 48, 8, shared_memory_bytes=16 * 1024)
+    assert (small.ok, small.m, small.use_float16_lut) == (True, 32, True)
+    # Only PQ1 divides a prime dimension.
+    assert gpu_plan(97, 48, 8).m == 1
+
+
+def test_gpu_plan_without_any_fit() -> None:
+    plan = gpu_plan(64, 32, 8, shared_memory_bytes=256)
+    assert not plan.ok and "no GPU-supported PQ size" in plan.reason
