@@ -1,112 +1,180 @@
-# syntax=docker/dockerfile:1
+# Images of the recall service (BuildKit: Docker ≥ 18.09 with DOCKER_BUILDKIT=1, or buildx).
 #
-# One image for the whole service:
-#   docker build -t two-tower-recall:dev .
-#   docker run --rm -p 50051:50051 -p 50052:50052 -p 9102:9102 \
-#       -e RECALL_REDIS_URL=redis://HOST:6379/0 -v recall-artifacts:/artifacts two-tower-recall:dev
-#         → `recall serve` (the default CMD): RecallService + health + reflection on 50051,
-#           RecallAdmin on 50052, Prometheus /metrics on 9102.
-#   docker run --rm -v recall-artifacts:/artifacts -v recall-data:/data two-tower-recall:dev \
-#       pipeline run --data /data/ml-100k --redis-url redis://HOST:6379/0
-#         → the same image runs the Airflow pipeline (train → load user vectors → build index);
-#           `data fetch --out /data/ml-100k` gets ML-100K first. Any `recall` subcommand works,
-#           since the entrypoint is the `recall` CLI.
-# infra/compose/docker-compose.yml wires both up with Redis, Prometheus and Grafana.
+#   serving   (default target) `recall serve`: gRPC RecallService + health + reflection on 50051,
+#             RecallAdmin on 50052, /metrics on 9102. No TensorFlow, no Airflow: its packages
+#             are infra/docker/requirements-serving.lock, derived from requirements.lock by
+#             scripts/image_requirements.py (`make image-locks`).
+#   pipeline  TensorFlow + Airflow 3 (+ the Postgres driver): the Airflow components
+#             (`airflow api-server|scheduler|dag-processor`) with the project's DAGs, and
+#             every `recall` subcommand (`recall pipeline run …`, `recall data synth …`).
+#   gpu       the pipeline image with faiss-gpu instead of faiss-cpu (CUDA libraries come
+#             with faiss-gpu's wheels; run with `--gpus all` on a host with the NVIDIA
+#             container toolkit). Not built in CI: no GPU there.
 #
-# Dependencies come from requirements.lock only (the same pins as `make venv`), so the image
-# and a developer's .venv run the same versions. The lock also pins the dev tools (pytest,
-# ruff, mypy); they end up in the image too — a few MB next to TensorFlow.
+#   make image                       # serving + pipeline, on the local or public base
+#   docker build -t two-tower-recall-serving .
+#   docker build --target pipeline -t two-tower-recall-pipeline .
+#   docker build --target gpu -t two-tower-recall-gpu .
+#
+# BASE_IMAGE: any Debian-like image with Python 3.11 and `python -m venv`. The default is
+# the public python:3.11-slim; machines without a registry build a local one with
+# scripts/build_base_image.sh (debootstrap bookworm + docker import).
+# Package indexes: PIP_INDEX_URL / PIP_EXTRA_INDEX_URL build args (unset: PyPI), and an
+# optional BuildKit secret `ca_bundle` (a CA bundle for a TLS-intercepting proxy); neither
+# ends up in an image layer.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11-slim
 
-# ---------------------------------------------------------------- builder
-FROM ${PYTHON_IMAGE} AS builder
+# ---------------------------------------------------------------- base (both images)
+FROM ${BASE_IMAGE} AS base
 
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    UV_LINK_MODE=copy \
-    UV_COMPILE_BYTECODE=1 \
-    UV_PYTHON_DOWNLOADS=never
-
-# uv lives in the builder's system Python only; /opt/venv gets exactly the lock's packages.
-RUN pip install uv==0.13.9 \
- && python -m venv --without-pip /opt/venv
-
-WORKDIR /src
-
-# Dependencies first: this layer is rebuilt only when requirements.lock changes.
-COPY requirements.lock ./
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip sync --python /opt/venv/bin/python requirements.lock
-
-# The project itself, installed non-editable (a wheel built from the source tree). The checks
-# after it run the installed copy (python -P: the source tree in the cwd is not on sys.path).
-# README.md* (glob): pyproject names README.md as the readme; the glob keeps the build
-# working if it is ever missing, while pyproject.toml guarantees the COPY has a source.
-COPY pyproject.toml README.md* ./
-COPY protos/ protos/
-COPY training/ training/
-COPY serving/ serving/
-COPY pipelines/ pipelines/
-COPY artifacts/ artifacts/
-COPY recall_cli/ recall_cli/
-COPY bench/ bench/
-# --no-build-isolation: build with the setuptools/wheel pinned in requirements.lock (already
-# in /opt/venv) instead of fetching unpinned ones.
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --python /opt/venv/bin/python --no-deps --no-build-isolation . \
- && /opt/venv/bin/recall --help > /dev/null \
- && /opt/venv/bin/python -P -c "import pipelines.runner as r, sys; sys.exit(0 if (r.DAGS_FOLDER / 'recall_pipelines.py').is_file() else 'DAG file missing from the installed package')"
-
-# ---------------------------------------------------------------- runtime
-FROM ${PYTHON_IMAGE} AS runtime
-
-LABEL org.opencontainers.image.title="two-tower-recall" \
-      org.opencontainers.image.description="Two-tower candidate retrieval: gRPC recall server and Airflow training/index pipeline"
-
-# RECALL_HOME: the CLI's local state (Airflow home + SQLite DB, download cache).
-# RECALL_CACHE_DIR: where the server copies remote (fsspec URL) artifacts; unused for a local root.
-# Both must be writable by the non-root user; /app (the code) is not.
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     RECALL_HOST=0.0.0.0 \
     RECALL_ARTIFACT_ROOT=/artifacts \
     RECALL_HOME=/var/lib/recall \
     RECALL_CACHE_DIR=/var/lib/recall/cache/artifacts
 
+# uid/gid 10001, numeric in USER so that Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 recall \
  && useradd --system --uid 10001 --gid recall --home-dir /home/recall --create-home \
         --shell /usr/sbin/nologin recall \
  && install -d -o recall -g recall -m 0755 /artifacts /data /var/lib/recall
 
-COPY --from=builder /opt/venv /opt/venv
+# ---------------------------------------------------------------- tools (build only)
+FROM base AS tools
 
-WORKDIR /app
-# The source tree, read-only for `recall` (root-owned). The installed package in /opt/venv is
-# what runs; this copy is for the protos (clients generating stubs) and for inspection.
-COPY pyproject.toml README.md* requirements.lock ./
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 \
+    UV_PYTHON_DOWNLOADS=never
+
+WORKDIR /src
+COPY requirements.lock ./
+
+# Build tools in their own venv (Debian's system Python refuses pip installs, PEP 668):
+# uv, and the setuptools/wheel that requirements.lock pins, to build the project's wheel.
+RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/pip \
+    ca=/run/secrets/ca_bundle; if [ -s "$ca" ]; then export PIP_CERT="$ca"; fi; \
+    python -m venv /opt/tools \
+ && grep -E '^(setuptools|wheel)==' requirements.lock > /tmp/build-tools.txt \
+ && /opt/tools/bin/pip install -q ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
+        ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
+        uv==0.13.9 -r /tmp/build-tools.txt \
+ && python -m venv --without-pip /opt/venv
+
+# ---------------------------------------------------------------- third-party packages
+# Only the requirement sets go in here, so these layers (the slow ones) are rebuilt only
+# when a lock changes, not when the project's code does.
+FROM tools AS serving-deps
+COPY infra/docker/requirements-serving.lock /tmp/
+RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/uv \
+    ca=/run/secrets/ca_bundle; if [ -s "$ca" ]; then export SSL_CERT_FILE="$ca"; fi; \
+    /opt/tools/bin/uv pip sync -q --python /opt/venv/bin/python \
+        ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
+        ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
+        /tmp/requirements-serving.lock
+
+FROM tools AS pipeline-deps
+COPY infra/docker/requirements-pipeline.lock infra/docker/requirements-postgres.lock /tmp/
+RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/uv \
+    ca=/run/secrets/ca_bundle; if [ -s "$ca" ]; then export SSL_CERT_FILE="$ca"; fi; \
+    /opt/tools/bin/uv pip sync -q --python /opt/venv/bin/python \
+        ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
+        ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
+        /tmp/requirements-pipeline.lock /tmp/requirements-postgres.lock
+
+# ---------------------------------------------------------------- the project's wheel
+FROM tools AS wheel
+COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY training/ training/
 COPY serving/ serving/
 COPY pipelines/ pipelines/
 COPY artifacts/ artifacts/
+COPY keyspace/ keyspace/
+COPY evaluation/ evaluation/
 COPY recall_cli/ recall_cli/
 COPY bench/ bench/
+RUN /opt/tools/bin/pip wheel -q --no-deps --no-build-isolation -w /dist .
 
-# Numeric, so that Kubernetes' runAsNonRoot can verify it (10001 = recall).
+# ---------------------------------------------------------------- pipeline
+FROM base AS pipeline
+
+LABEL org.opencontainers.image.title="two-tower-recall-pipeline" \
+      org.opencontainers.image.description="Two-tower recall: TensorFlow training, Faiss index build, Airflow 3 DAGs"
+
+# Airflow reads the DAGs from the installed package; its home (config, logs) is writable.
+ENV TF_CPP_MIN_LOG_LEVEL=2 \
+    AIRFLOW_HOME=/var/lib/recall/airflow \
+    AIRFLOW__CORE__DAGS_FOLDER=/opt/venv/lib/python3.11/site-packages/pipelines/dags \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False
+
+COPY --from=pipeline-deps /opt/venv /opt/venv
+# The project on top (a small layer; the wheel and uv are mounted from the build stages).
+# The logs directory exists in the image so that a volume mounted there belongs to `recall`.
+RUN --mount=type=bind,from=wheel,source=/,target=/mnt/build \
+    UV_COMPILE_BYTECODE=1 /mnt/build/opt/tools/bin/uv pip install -q --no-cache \
+        --python /opt/venv/bin/python --no-deps /mnt/build/dist/*.whl \
+ && recall --help > /dev/null \
+ && python -c "import pipelines.runner as r, sys; sys.exit(0 if (r.DAGS_FOLDER / 'recall_pipelines.py').is_file() else 'DAG file missing')" \
+ && install -d -o recall -g recall /var/lib/recall/airflow /var/lib/recall/airflow/logs
+WORKDIR /var/lib/recall
 USER 10001:10001
+CMD ["recall", "--help"]
+
+# ---------------------------------------------------------------- gpu (pipeline + faiss-gpu)
+FROM pipeline-deps AS gpu-deps
+RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/uv \
+    ca=/run/secrets/ca_bundle; if [ -s "$ca" ]; then export SSL_CERT_FILE="$ca"; fi; \
+    /opt/tools/bin/uv pip uninstall -q --python /opt/venv/bin/python faiss-cpu \
+ && /opt/tools/bin/uv pip install -q --python /opt/venv/bin/python \
+        ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
+        ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
+        "faiss-gpu==1.15.*" \
+ && /opt/venv/bin/python -c "import faiss; print('faiss', faiss.__version__)"
+
+FROM pipeline AS gpu
+LABEL org.opencontainers.image.title="two-tower-recall-gpu"
+# NVIDIA container toolkit: which driver capabilities to mount into the container.
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER root
+RUN --mount=type=bind,from=gpu-deps,source=/opt/venv/lib/python3.11/site-packages,target=/mnt/gpu \
+    rm -rf /opt/venv/lib/python3.11/site-packages/faiss* \
+ && cp -a /mnt/gpu/. /opt/venv/lib/python3.11/site-packages/ \
+ && python -c "import faiss; print('faiss', faiss.__version__)"
+USER 10001:10001
+
+# ---------------------------------------------------------------- serving (default target)
+FROM base AS serving
+
+LABEL org.opencontainers.image.title="two-tower-recall-serving" \
+      org.opencontainers.image.description="Two-tower recall: gRPC recall server (Faiss IVF-PQ + Redis user vectors)"
+
+COPY --from=serving-deps /opt/venv /opt/venv
+RUN --mount=type=bind,from=wheel,source=/,target=/mnt/build \
+    UV_COMPILE_BYTECODE=1 /mnt/build/opt/tools/bin/uv pip install -q --no-cache \
+        --python /opt/venv/bin/python --no-deps /mnt/build/dist/*.whl \
+ && recall --help > /dev/null \
+ && python -c "import serving.server, serving.index.loaded, faiss, redis" \
+ && python -c "import importlib.util as u, sys; sys.exit('TensorFlow/Airflow in the serving image' if u.find_spec('tensorflow') or u.find_spec('airflow') else 0)"
+COPY --chmod=0755 infra/docker/grpc_health_check.py /usr/local/bin/grpc-health-check
+
+USER 10001:10001
+WORKDIR /var/lib/recall
 
 # 50051: RecallService + grpc.health.v1 + reflection; 50052: RecallAdmin; 9102: /metrics.
 EXPOSE 50051 50052 9102
 
-# SERVING only once an index is loaded (the server reports NOT_SERVING until then, so a
-# container with nothing published stays "unhealthy" — by design). Meaningful for `serve`
-# only; compose disables it for the pipeline service.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ch = grpc.insecure_channel('127.0.0.1:' + os.environ.get('RECALL_PORT', '50051')); r = g.HealthStub(ch).Check(h.HealthCheckRequest(service=''), timeout=3); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
+# grpc.health.v1 on 127.0.0.1:$RECALL_PORT: healthy only once SERVING (an index is loaded);
+# a server still waiting for its first index shows "unhealthy" by design.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["grpc-health-check"]
 
 ENTRYPOINT ["recall"]
 CMD ["serve"]

@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 export RECALL_HOME ?= $(CURDIR)/var
 
 .PHONY: help venv demo test test-unit test-integration serve lint proto proto-check lock \
-        redis-install redis-up redis-down bench gpu clean
+        redis-install redis-up redis-down bench gpu clean image image-locks image-locks-check \
+        test-containers
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -72,6 +73,24 @@ gpu: $(STAMP)  ## swap faiss-cpu for faiss-gpu in .venv (CUDA machines; index bu
 	$(PY) -m uv pip uninstall -q --python $(PY) faiss-cpu
 	$(PY) -m uv pip install -q --python $(PY) "faiss-gpu==1.15.*"
 	$(PY) -c "import faiss; print('faiss', faiss.__version__, 'GPUs:', faiss.get_num_gpus())"
+
+image-locks: $(STAMP)  ## regenerate the images' requirement sets (infra/docker/*.lock) from requirements.lock
+	$(PY) scripts/image_requirements.py serving > infra/docker/requirements-serving.lock
+	$(PY) scripts/image_requirements.py pipeline > infra/docker/requirements-pipeline.lock
+	$(PY) -m uv pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header \
+	  infra/docker/requirements-postgres.in -c requirements.lock -o infra/docker/requirements-postgres.lock
+
+image-locks-check: $(STAMP)  ## fail if infra/docker/requirements-{serving,pipeline}.lock are stale
+	@for set in serving pipeline; do \
+	  $(PY) scripts/image_requirements.py $$set | diff -u infra/docker/requirements-$$set.lock - \
+	    || { echo "infra/docker/requirements-$$set.lock is stale: run make image-locks"; exit 1; }; \
+	done; echo "image requirement sets are up to date"
+
+image:  ## build the serving + pipeline images (BASE_IMAGE=local: debootstrap base, no registry)
+	scripts/build_images.sh
+
+test-containers: $(STAMP) image-locks-check  ## build the images, run the compose stack + Airflow end to end, tear down
+	tests/containers/run.sh
 
 clean:  ## remove local state (var/) — artifacts, Redis data, Airflow DB
 	rm -rf var
