@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from artifacts.model_gate import (
+    DEFAULT_POPULARITY_MARGIN,
+    DEFAULT_SERVING_TOLERANCE,
+    ModelGateConfig,
+)
 from recall_cli import paths
 from recall_cli.output import ArtifactRoot, RedisUrl, console, err, friendly_errors, stage
 from serving.index.params import DEFAULT_MIN_RECALL
@@ -69,11 +74,19 @@ def train(
     epochs: Annotated[
         int | None, typer.Option(help="Most epochs (early stopping may stop sooner).")
     ] = None,
+    model_gate: Annotated[
+        bool,
+        typer.Option(
+            help="Promote (move models/LATEST) only if the model passes the model gate; "
+            "--no-model-gate promotes it with a warning."
+        ),
+    ] = True,
 ) -> None:
-    """Train the two towers on DATA and publish a model artifact.
+    """Train the two towers on DATA, publish a model artifact, gate it and promote it.
 
     Epochs are chosen on each user's second-to-last interaction; the published model is
-    then refitted on all interactions (see docs/quality.md).
+    then refitted on all interactions (see docs/quality.md). The model gate compares its
+    held-out metrics with popularity's and the serving model's (`recall model gate`).
     """
     from rich.progress import Progress
 
@@ -92,9 +105,49 @@ def train(
                 description=f"epoch {epoch}/{total} loss {loss:.3f}",
             )
 
-        uri = tasks.train(data, artifact_root, settings.model_dump(), on_epoch)
+        uri = tasks.train(data, artifact_root, settings.model_dump(), on_epoch, promote=False)
     console.print(f"[green]model[/] {uri}")
     model_show(model_version=Path(uri).name, artifact_root=artifact_root)
+    _gate(artifact_root, Path(uri).name, ModelGateConfig(enforce=model_gate), promote=True)
+
+
+def _gate(artifact_root: str, version: str, config: ModelGateConfig, promote: bool) -> None:
+    """Print the model gate's checks; promote on a pass if asked; exit 1 on an enforced
+    failure (models/LATEST unchanged)."""
+    from artifacts.model_gate import evaluate_model, gate_and_promote
+    from artifacts.store import ArtifactStore
+
+    store = ArtifactStore(artifact_root)
+    result = evaluate_model(store, version, config)
+    against = result.serving_model_version or "none (no index published)"
+    table = Table(title=f"model gate: {version} (serving model: {against})")
+    for col in ("metric", "baseline", "value", "baseline value", "required", "result"):
+        table.add_column(col)
+    for c in result.checks:
+        table.add_row(
+            c.metric,
+            c.baseline,
+            f"{c.value:.4f}",
+            f"{c.baseline_value:.4f}",
+            f"≥ {c.required:.4f}",
+            "[green]ok[/]" if c.passed else "[bold red]FAIL[/]",
+        )
+    console.print(table)
+    for problem in result.problems:
+        err.print(f"[bold red]FAIL:[/] {problem}")
+    if not result.passed and config.enforce:
+        err.print(
+            f"[bold red]error:[/] model {version} failed the model gate"
+            f"{'; models/LATEST unchanged' if promote else ''}: {result.reason()}"
+        )
+        raise typer.Exit(1)
+    if not result.passed:
+        err.print(f"[yellow]warning:[/] model gate not enforced: {result.reason()}")
+    if promote:
+        gate_and_promote(store.uri("models", version), config)
+        console.print(f"[green]promoted[/] models/LATEST → {version}")
+    else:
+        console.print(f"[green]gate passed[/] for model {version}")
 
 
 @model_app.command("show")
@@ -115,6 +168,40 @@ def model_show(
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+@model_app.command("gate")
+@friendly_errors
+def model_gate(
+    version: Annotated[
+        str | None, typer.Argument(help="Model version. Default: the newest published.")
+    ] = None,
+    artifact_root: ArtifactRoot = paths.default_artifact_root(),
+    popularity_margin: Annotated[
+        float, typer.Option(help="Required relative lead over popularity (recall@k).")
+    ] = DEFAULT_POPULARITY_MARGIN,
+    serving_tolerance: Annotated[
+        float, typer.Option(help="Allowed relative drop vs the serving model's metrics.")
+    ] = DEFAULT_SERVING_TOLERANCE,
+    promote: Annotated[
+        bool, typer.Option(help="On a pass, move models/LATEST to the model.")
+    ] = False,
+) -> None:
+    """Compare a model's held-out metrics with popularity's and the serving model's (the
+    model of the LATEST index). Exits 1 when the gate fails."""
+    from artifacts.errors import ArtifactNotFound
+    from artifacts.store import ArtifactStore
+
+    store = ArtifactStore(artifact_root)
+    if version is None:
+        published = store.versions("models")
+        if not published:
+            raise ArtifactNotFound(f"no models published under {artifact_root}")
+        version = published[-1]
+    config = ModelGateConfig(
+        popularity_margin=popularity_margin, serving_tolerance=serving_tolerance
+    )
+    _gate(artifact_root, version, config, promote)
 
 
 @index_app.command("build")
@@ -225,10 +312,21 @@ def pipeline_run(
     dag_id: Annotated[
         str, typer.Option(help="recall_train_and_index, or recall_rebuild_index.")
     ] = "recall_train_and_index",
+    model_gate: Annotated[
+        bool,
+        typer.Option(help="--no-model-gate: a failed model gate only warns (smoke runs)."),
+    ] = True,
+    popularity_margin: Annotated[
+        float, typer.Option(help="Model gate: required relative lead over popularity.")
+    ] = DEFAULT_POPULARITY_MARGIN,
+    serving_tolerance: Annotated[
+        float, typer.Option(help="Model gate: allowed relative drop vs the serving model.")
+    ] = DEFAULT_SERVING_TOLERANCE,
 ) -> None:
     """Run a recall DAG through Airflow (dag.test() on a local SQLite metadata DB).
 
-    recall_train_and_index: train → load user vectors → build index → prune old vectors.
+    recall_train_and_index: train → model gate → load user vectors → build index → prune
+    old vectors. A model that fails the gate fails the run and nothing is published.
     """
     from pipelines.runner import run_dag
     from recall_cli.progress import spinner_line
@@ -242,6 +340,9 @@ def pipeline_run(
         "epochs": epochs,
         "min_recall": min_recall,
         "keep_indexes": keep_indexes,
+        "gate_enforce": model_gate,
+        "gate_popularity_margin": popularity_margin,
+        "gate_serving_tolerance": serving_tolerance,
     }
     logs = paths.airflow_home() / "logs"
     stage(f"running Airflow DAG {dag_id} on {data} (Airflow log under {logs})")

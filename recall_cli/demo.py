@@ -160,7 +160,7 @@ def run_demo(console: Console, epochs: int) -> int:
         t = _stage(
             console,
             3,
-            "Airflow DAG recall_train_and_index: train → load user vectors → build index",
+            "Airflow DAG recall_train_and_index: train → model gate → user vectors → index",
         )
         with spinner_line(console, "Airflow is starting the DAG run…") as show:
             run = run_dag(

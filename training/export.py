@@ -146,12 +146,17 @@ def publish_model(
     store: ArtifactStore,
     model_version: str,
     data_source: str,
+    *,
+    set_latest: bool = True,
 ) -> str:
     """Write the artifact to a local staging directory, then publish it atomically.
+
+    ``set_latest``: also move ``models/LATEST`` to it. The pipeline publishes without,
+    and the model gate (``artifacts.model_gate``) moves LATEST once the model passed.
 
     Returns:
         The published artifact's URI.
     """
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
         write_model_dir(model, config, Path(tmp), model_version, data_source)
-        return store.publish(MODEL_KIND, model_version, Path(tmp))
+        return store.publish(MODEL_KIND, model_version, Path(tmp), set_latest=set_latest)

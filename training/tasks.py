@@ -21,11 +21,15 @@ def train(
     config: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
     config_file: str | Path | None = None,
+    *,
+    promote: bool = True,
 ) -> str:
     """Load ``data_dir``, train the towers, publish the model artifact. Returns its URI.
 
     ``config_file`` (YAML, optional) holds TrainConfig fields, the feature spec included;
-    ``config`` entries override it.
+    ``config`` entries override it. ``promote``: move ``models/LATEST`` to the new model;
+    without it the model is published unpromoted, for the model gate
+    (``artifacts.model_gate.gate_and_promote``) to promote.
 
     Raises:
         DataFormatError: the data directory breaks the format (message says how).
@@ -35,6 +39,13 @@ def train(
     dataset = load_dataset(data_dir)
     model = train_two_tower(dataset, train_config, on_epoch=on_epoch)
     version = new_version()
-    uri = publish_model(model, train_config, ArtifactStore(artifact_root), version, str(data_dir))
-    log.info("model %s published at %s; metrics %s", version, uri, model.metrics)
+    store = ArtifactStore(artifact_root)
+    uri = publish_model(model, train_config, store, version, str(data_dir), set_latest=promote)
+    log.info(
+        "model %s published at %s%s; metrics %s",
+        version,
+        uri,
+        "" if promote else " (not promoted: models/LATEST unchanged)",
+        model.metrics,
+    )
     return uri

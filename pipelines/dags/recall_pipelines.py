@@ -1,9 +1,12 @@
 """Recall DAGs.
 
-- ``recall_train_and_index`` (daily): train the towers → load the new user vectors into
-  Redis → build, gate and publish the IVF-PQ index → delete user vectors that no recent
-  index needs. Vectors load *before* the index is published, so a server that hot-swaps
-  to the new index finds its model's vectors.
+- ``recall_train_and_index`` (daily): train the towers (the model is published but
+  ``models/LATEST`` does not move) → the model gate (held-out metrics vs popularity and
+  vs the serving model; a failure fails the run and nothing else is published, a pass
+  moves ``models/LATEST``) → load the new user vectors into Redis → build, gate and
+  publish the IVF-PQ index → delete user vectors that no recent index needs. Vectors load
+  *before* the index is published, so a server that hot-swaps to the new index finds its
+  model's vectors.
 - ``recall_rebuild_index`` (nightly): rebuild the index from the LATEST model (vectors are
   re-loaded first, idempotently), then the same clean-up.
 - Both seed the users' history lists (``recall:hist:<user_id>``) from the data directory
@@ -16,6 +19,8 @@ Params (set per run with ``conf``; defaults from ``RECALL_*`` env at parse time)
 ``data_dir``, ``artifact_root``, ``redis_url``, ``epochs`` (most epochs; early stopping on
 the validation split picks fewer), ``train_config`` (YAML file of training settings and
 the feature spec; empty = defaults), ``min_recall``,
+``gate_popularity_margin`` and ``gate_serving_tolerance`` (the model gate's margins,
+``artifacts.model_gate``), ``gate_enforce`` (false: a failed model gate only warns),
 ``keep_indexes`` (user vectors are kept for the models of this many newest indexes),
 ``history_max_items`` (cap of each seeded history list).
 """
@@ -39,6 +44,21 @@ _DEFAULTS: dict[str, Any] = {
     # The index gate's minimum ANN recall (serving.index.params.DEFAULT_MIN_RECALL; a
     # literal here keeps the DAG file cheap to parse).
     "min_recall": Param(float(os.environ.get("RECALL_MIN_RECALL", "0.95")), type="number"),
+    # The model gate's margins (artifacts.model_gate.DEFAULT_POPULARITY_MARGIN and
+    # DEFAULT_SERVING_TOLERANCE; literals for the same reason as min_recall).
+    "gate_popularity_margin": Param(
+        float(os.environ.get("RECALL_GATE_POPULARITY_MARGIN", "0.0")), type="number", minimum=0
+    ),
+    "gate_serving_tolerance": Param(
+        float(os.environ.get("RECALL_GATE_SERVING_TOLERANCE", "0.10")),
+        type="number",
+        minimum=0,
+        maximum=1,
+    ),
+    # False: a failed model gate only warns (smoke runs on tiny synthetic data).
+    "gate_enforce": Param(
+        os.environ.get("RECALL_GATE_ENFORCE", "true").lower() != "false", type="boolean"
+    ),
     "keep_indexes": Param(
         int(os.environ.get("RECALL_KEEP_INDEXES", "3")), type="integer", minimum=1
     ),
@@ -59,7 +79,21 @@ def train(params: dict[str, Any] | None = None) -> str:
         params["artifact_root"],
         {"epochs": params["epochs"]},
         config_file=params.get("train_config") or None,
+        promote=False,
     )
+
+
+@task
+def model_gate(model_uri: str, params: dict[str, Any] | None = None) -> str:
+    from artifacts.model_gate import ModelGateConfig, gate_and_promote
+
+    assert params is not None
+    config = ModelGateConfig(
+        popularity_margin=params["gate_popularity_margin"],
+        serving_tolerance=params["gate_serving_tolerance"],
+        enforce=params["gate_enforce"],
+    )
+    return gate_and_promote(model_uri, config)
 
 
 @task
@@ -124,7 +158,7 @@ def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
     tags=["recall"],
 )
 def recall_train_and_index() -> None:
-    index = build_index(load_user_vectors(train()))
+    index = build_index(load_user_vectors(model_gate(train())))
     seed_histories() >> index
     index >> prune_user_vectors()
 

@@ -69,6 +69,9 @@ def run_pipeline(home: Path, redis: LocalRedis) -> Pipeline:
             "3",
             "--min-recall",
             "0.5",
+            # Three epochs on 300 synthetic users can trail popularity at recall@100: the
+            # gate only warns here (tests/integration/test_model_gate.py enforces it).
+            "--no-model-gate",
         ],
         home,
     )

@@ -36,7 +36,8 @@ def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
     dag = dags_module.recall_train_and_index()
     assert dag.dag_id == "recall_train_and_index"
     assert _edges(dag) == {
-        ("train", "load_user_vectors"),
+        ("train", "model_gate"),
+        ("model_gate", "load_user_vectors"),
         ("load_user_vectors", "build_index"),
         ("seed_histories", "build_index"),
         ("build_index", "prune_user_vectors"),
@@ -50,12 +51,19 @@ def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
         "min_recall",
         "keep_indexes",
         "train_config",
+        "gate_popularity_margin",
+        "gate_serving_tolerance",
     }
-    # The DAG spells the gate's default as a literal (cheap parsing); it must not drift.
+    # The DAG spells the gates' defaults as literals (cheap parsing); they must not drift.
+    from artifacts.model_gate import DEFAULT_POPULARITY_MARGIN, DEFAULT_SERVING_TOLERANCE
     from serving.index.params import DEFAULT_MIN_RECALL
 
     if "RECALL_MIN_RECALL" not in os.environ:
         assert dag.params["min_recall"] == DEFAULT_MIN_RECALL
+    if "RECALL_GATE_POPULARITY_MARGIN" not in os.environ:
+        assert dag.params["gate_popularity_margin"] == DEFAULT_POPULARITY_MARGIN
+    if "RECALL_GATE_SERVING_TOLERANCE" not in os.environ:
+        assert dag.params["gate_serving_tolerance"] == DEFAULT_SERVING_TOLERANCE
 
 
 def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> None:
