@@ -3,6 +3,10 @@ no user vectors are loaded, no index is built, and neither LATEST pointer moves.
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
 import redis
 
 from artifacts.store import ArtifactStore
@@ -10,7 +14,16 @@ from serving.user_vectors import loaded_model_versions
 from tests.integration.harness import Pipeline, latest, run_cli
 
 
-def test_a_model_gate_failure_publishes_nothing(pipeline: Pipeline) -> None:
+def test_a_model_gate_failure_publishes_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+    # A private copy of the store: the rejected model must not show up in other tests' store.
+    root = tmp_path / "artifacts"
+    shutil.copytree(pipeline.artifact_root, root)
+    pipeline = replace(
+        pipeline,
+        artifact_root=root,
+        model_dir=latest(root, "models"),
+        index_dir=latest(root, "indexes"),
+    )
     store = ArtifactStore(pipeline.artifact_root)
     models_before = store.versions("models")
     indexes_before = store.versions("indexes")

@@ -224,7 +224,15 @@ def test_gpu_build_wraps_the_rerank_on_cpu(
     moved: list[str] = []
     monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
 
-    def to(index: faiss.Index) -> faiss.Index:
+    class ClonerOptions:
+        """Stand-in for faiss.GpuMultipleClonerOptions (absent from faiss-cpu)."""
+
+        useFloat16LookupTables = False
+
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", ClonerOptions, raising=False)
+
+    def to(index: faiss.Index, options: object = None) -> faiss.Index:
+        assert not is_refined(index)
         moved.append("to")
         return index
 
