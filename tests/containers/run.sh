@@ -104,7 +104,7 @@ say "images ready in $(( $(date +%s) - t )) s"
 
 # ---------------------------------------------------------------- 4. stack
 export REDIS_IMAGE=recall-local/redis:7 POSTGRES_IMAGE=recall-local/postgres:15 \
-       PROMETHEUS_IMAGE=recall-local/prometheus:2 RECALL_DATASET=synth RECALL_EPOCHS=${RECALL_EPOCHS:-10} \
+       PROMETHEUS_IMAGE=recall-local/prometheus:2 RECALL_DATASET=synth RECALL_EPOCHS=${RECALL_EPOCHS:-10} RECALL_GATE_ENFORCE=false \
        REDIS_HOST_PORT=36390 RECALL_HOST_PORT=35051 RECALL_ADMIN_HOST_PORT=35052 \
        RECALL_METRICS_HOST_PORT=39102 RECALL_2_HOST_PORT=35061 RECALL_2_ADMIN_HOST_PORT=35062 \
        RECALL_2_METRICS_HOST_PORT=39112 AIRFLOW_HOST_PORT=38080 PROMETHEUS_HOST_PORT=39090 \
