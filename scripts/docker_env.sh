@@ -8,8 +8,9 @@
 _docker_can_buildkit() {  # $1: a docker CLI
   "$1" buildx version >/dev/null 2>&1 && return 0
   # CLIs before 23.0 build with the engine's own BuildKit (DOCKER_BUILDKIT=1), no buildx.
-  local v; v=$("$1" version --format '{{.Client.Version}}' 2>/dev/null) || return 1
-  [ "${v%%.*}" -lt 23 ] 2>/dev/null
+  # `docker version` exits 1 while no daemon runs, but still prints the client's version.
+  local v; v=$("$1" version --format '{{.Client.Version}}' 2>/dev/null || true)
+  [ -n "$v" ] && [ "${v%%.*}" -lt 23 ] 2>/dev/null
 }
 
 if [ -z "${DOCKER:-}" ]; then

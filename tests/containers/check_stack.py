@@ -9,8 +9,9 @@ Run with the project's venv after the pipeline has published an index:
   - Prometheus has both servers up, the project's alert rules loaded, and returns series for
     every Grafana dashboard query and every alert rule's expression (its threshold removed).
 
-Environment: RECALL_TARGETS (comma-separated host:port), PROMETHEUS_URL, COMPOSE (the compose
-command, with -f and -p, for redis-cli and stopping/starting Redis).
+Environment: RECALL_TARGETS (comma-separated host:port), PROMETHEUS_URL, REDIS_URL (the
+stack's Redis on its published loopback port), COMPOSE (the compose command, with -f and -p,
+for stopping/starting Redis).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import redis
 import yaml
 
 from serving.api.recall.v1 import recall_pb2
@@ -37,19 +39,22 @@ from serving.client import RecallClient
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = os.environ["RECALL_TARGETS"].split(",")
 PROMETHEUS = os.environ["PROMETHEUS_URL"].rstrip("/")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:36390/0")
 COMPOSE = shlex.split(os.environ["COMPOSE"])
 USER_VECTOR = recall_pb2.SOURCE_USER_VECTOR
 FALLBACK = recall_pb2.SOURCE_FALLBACK
 
 
 def compose(*args: str) -> str:
-    return subprocess.run(
-        [*COMPOSE, *args], check=True, capture_output=True, text=True, timeout=120
-    ).stdout
+    done = subprocess.run([*COMPOSE, *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"FAIL: {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
 
 
-def redis_cli(*args: str) -> str:
-    return compose("exec", "-T", "redis", "redis-cli", *args).strip()
+def redis_client() -> redis.Redis:
+    """The stack's Redis through its loopback-published port (REDIS_URL)."""
+    return redis.Redis.from_url(REDIS_URL, socket_timeout=5)
 
 
 def check(cond: bool, what: str) -> None:
@@ -86,7 +91,8 @@ def main() -> int:
     first = clients[0].recall("no-such-user-ci", 10)
     check(first.source == FALLBACK and len(first.candidates) == 10, "unknown user → fallback")
     model = first.model_version
-    key = redis_cli("--scan", "--pattern", f"recall:uv:{model}:*", "--count", "1000").split()
+    store = redis_client()
+    key = [k.decode() for k in store.scan_iter(f"recall:uv:{model}:*", count=1000)]
     check(bool(key), f"user vectors of model {model} in Redis")
     user = key[0].split(":", 3)[3]
 
@@ -104,9 +110,10 @@ def main() -> int:
         code = status_code(functools.partial(client.recall, user, 0))
         check(code == grpc.StatusCode.INVALID_ARGUMENT, f"{target}: k=0 → INVALID_ARGUMENT")
 
-    redis_cli("SET", f"recall:uv:{model}:ci-corrupt", "xx")
+    store.set(f"recall:uv:{model}:ci-corrupt", "xx")
     code = status_code(lambda: clients[0].recall("ci-corrupt", 10))
-    redis_cli("DEL", f"recall:uv:{model}:ci-corrupt")
+    store.delete(f"recall:uv:{model}:ci-corrupt")
+    store.close()
     check(
         code not in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT),
         f"corrupt user vector → server-side error ({code.name})",

@@ -175,7 +175,7 @@ say "both recall servers SERVING $(( $(date +%s) - t )) s after the run"
 
 # ---------------------------------------------------------------- 6. checks from the host
 RECALL_TARGETS=127.0.0.1:$RECALL_HOST_PORT,127.0.0.1:$RECALL_2_HOST_PORT \
-PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_HOST_PORT \
+PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_HOST_PORT REDIS_URL=redis://127.0.0.1:$REDIS_HOST_PORT/0 \
 COMPOSE="${COMPOSE[*]}" \
   "$ROOT/.venv/bin/python" tests/containers/check_stack.py
 say "all container checks passed"
