@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from training.evaluation import leave_last_out
+
 PROTOCOLS = ("p1", "p2", "p2cold")
 COLD_SHARE = 0.25
 """P2-cold: share of test users (seeded) cut down to their most recent training items."""
@@ -104,13 +106,10 @@ def random_ratio_split(
 
 
 def _hold_out_last(ordered: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test) with each user's last row of ``ordered`` as test (users with ≥ 2)."""
-    is_last = ~ordered.duplicated("user_id", keep="last")
-    counts = ordered.groupby("user_id")["user_id"].transform("size")
-    test_mask = (is_last & (counts >= 2)).to_numpy()
-    train, test = ordered[~test_mask], ordered[test_mask]
-    test = test[test["item_id"].isin(set(train["item_id"]))]
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    """(train, test) with each user's last row as test (users with ≥ 2): the trainer's own
+    leave-last-out rule, so the model is validated the way it is evaluated."""
+    split = leave_last_out(ordered)
+    return split.train, split.test
 
 
 def temporal_leave_last_out(interactions: pd.DataFrame) -> Split:

@@ -29,33 +29,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.echo_server import EchoRecallService, canned_response
 from recall_cli.local_redis import LocalRedis, free_port
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.client import RecallClient
 from tests.integration.synthetic_index import publish_synthetic
 
 
-class Echo(recall_pb2_grpc.RecallServiceServicer):
-    def __init__(self, response: recall_pb2.RecallResponse) -> None:
-        self.response = response
-
-    async def Recall(
-        self, request: recall_pb2.RecallRequest, context: grpc.aio.ServicerContext
-    ) -> recall_pb2.RecallResponse:
-        return self.response
-
-
 async def echo_main(port: int, k: int) -> None:
     from grpc_health.v1 import health, health_pb2_grpc
 
-    response = recall_pb2.RecallResponse(
-        candidates=[recall_pb2.Candidate(item_id=f"i{i}", score=1.0 - i / k) for i in range(k)],
-        model_version="20260101T000000Z-synth0",
-        index_version="20260101T000000Z-0123ab",
-        source=recall_pb2.SOURCE_USER_VECTOR,
+    response = canned_response(
+        [f"i{i}" for i in range(k)], k, "20260101T000000Z-synth0", "20260101T000000Z-0123ab"
     )
     server = grpc.aio.server()
-    recall_pb2_grpc.add_RecallServiceServicer_to_server(Echo(response), server)
+    recall_pb2_grpc.add_RecallServiceServicer_to_server(EchoRecallService(response), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

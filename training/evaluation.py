@@ -46,20 +46,8 @@ def recall_at_k(
     Returns:
         ``{"recall@10": 0.12, ...}``.
     """
-    max_k = min(max(ks), item_vectors.shape[0])
-    hits = {k: 0 for k in ks}
-    for start in range(0, len(user_vectors), chunk):
-        scores = user_vectors[start : start + chunk] @ item_vectors.T
-        for row, seen_items in enumerate(seen[start : start + chunk]):
-            scores[row, seen_items] = -np.inf
-        top = np.argpartition(-scores, max_k - 1, axis=1)[:, :max_k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-        targets = target_items[start : start + chunk, None]
-        for k in ks:
-            hits[k] += int((top[:, :k] == targets).any(axis=1).sum())
-    n = max(len(user_vectors), 1)
-    return {f"recall@{k}": hits[k] / n for k in ks}
+    metrics = ranking_metrics(user_vectors, item_vectors, target_items, seen, ks, chunk)
+    return {f"recall@{k}": metrics[f"recall@{k}"] for k in ks}
 
 
 def ranking_metrics(

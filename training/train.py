@@ -29,6 +29,7 @@ from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.evaluation import leave_last_out, popularity_recall_at_k, ranking_metrics
 from training.features import FittedFeature, encode_table, fit_features
+from training.histories import latest_histories
 from training.model import ItemTower, TwoTowerModel, UserTower
 
 log = logging.getLogger(__name__)
@@ -139,16 +140,14 @@ def other_items_matrix(user_rows: np.ndarray, item_rows: np.ndarray, length: int
     return out
 
 
-def latest_histories(
-    interactions: pd.DataFrame, item_index: dict[str, int], users: Sequence[str], length: int
+def history_indices(
+    histories: Sequence[Sequence[str]], item_index: dict[str, int], length: int
 ) -> np.ndarray:
-    """[len(users), length] int64: each user's ``length`` most recent items, most recent
-    first, 0-padded (users without interactions get all zeros)."""
-    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-    grouped = ordered.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
-    out = np.zeros((len(users), length), dtype=np.int64)
-    for r, user in enumerate(users):
-        recent = grouped.get(user, [])[-length:][::-1]
+    """[len(histories), length] int64 item vocabulary indices of each history (most recent
+    first, as given), truncated to ``length`` and 0-padded; unknown items are 0."""
+    out = np.zeros((len(histories), length), dtype=np.int64)
+    for r, items in enumerate(histories):
+        recent = items[:length]
         out[r, : len(recent)] = [item_index.get(i, 0) for i in recent]
     return out
 
@@ -156,10 +155,10 @@ def latest_histories(
 def user_histories(
     interactions: pd.DataFrame, users: Sequence[str], length: int
 ) -> list[list[str]]:
-    """Each user's ``length`` most recent item ids, most recent first."""
-    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-    grouped = ordered.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
-    return [list(reversed(grouped.get(u, [])[-length:])) for u in users]
+    """Each user's ``length`` most recent item ids, most recent first (what the history
+    lists in Redis hold: ``training.histories.latest_histories``)."""
+    recent = latest_histories(interactions, length)
+    return [recent.get(u, []) for u in users]
 
 
 def training_examples(
@@ -219,7 +218,7 @@ class HeldOut:
         seen_by_user = before.groupby("user_id")["item_id"].agg(list).to_dict()
         return cls(
             users=np.array([user_index.get(u, 0) for u in users], dtype=np.int64),
-            history=latest_histories(before, item_index, users, length),
+            history=history_indices(user_histories(before, users, length), item_index, length),
             targets=held_out["item_id"].map(item_index).to_numpy(dtype=np.int64),
             seen=[
                 np.array([item_index[i] - 1 for i in seen_by_user.get(u, [])], dtype=np.int64)
@@ -332,9 +331,7 @@ class TrainedModel:
     def user_vectors(self) -> np.ndarray:
         """[n_users, dim] float32, row i for ``user_ids[i]`` from its latest history."""
         item_index = {u: i + 1 for i, u in enumerate(self.vocab.item_ids)}
-        history = np.zeros((len(self.user_ids), self.config.history_length), dtype=np.int64)
-        for r, items in enumerate(self.histories):
-            history[r, : len(items)] = [item_index.get(i, 0) for i in items]
+        history = history_indices(self.histories, item_index, self.config.history_length)
         users = np.arange(1, len(self.user_ids) + 1, dtype=np.int64)
         return _embed_users(self.user_tower, users, history)
 
