@@ -254,3 +254,61 @@ def test_new_version_defaults_to_utc_now() -> None:
     )
     after = dt.datetime.now(dt.UTC)
     assert before <= stamp <= after
+
+
+# ---------------------------------------------------------------- PIN and PREVIOUS
+def test_set_latest_records_the_replaced_version_as_previous(
+    store: ArtifactStore, src: Path
+) -> None:
+    store.publish(KIND, "v1", src)
+    assert store.previous(KIND) is None
+    store.publish(KIND, "v2", src)
+    assert store.previous(KIND) == "v1"
+    store.set_latest(KIND, "v2")  # no move: PREVIOUS stays what it was
+    assert store.previous(KIND) == "v1"
+    store.set_latest(KIND, "v1", previous="v0-restored")
+    assert (store.latest(KIND), store.previous(KIND)) == ("v1", "v0-restored")
+
+
+def test_pin_is_durable_and_wins_over_latest_until_unpinned(
+    store: ArtifactStore, src: Path, tmp_path: Path
+) -> None:
+    store.publish(KIND, "v1", src)
+    store.publish(KIND, "v2", src)
+    assert store.pinned(KIND) is None and store.target(KIND) == "v2"
+
+    held = store.pin(KIND, "v1", reason="bad recall in v2", by="oncall")
+    assert (held.version, held.reason, held.by) == ("v1", "bad recall in v2", "oncall")
+    assert held.at.endswith("+00:00")
+    # A fresh store object (another process) sees the same pin: it lives in the store.
+    again = ArtifactStore(tmp_path / "store")
+    assert again.pinned(KIND) == held
+    assert again.target(KIND) == "v1"
+    store.publish(KIND, "v3", src)  # a publish under a pin moves LATEST, not the pin
+    assert (store.latest(KIND), store.target(KIND)) == ("v3", "v1")
+    assert "PIN" not in store.versions(KIND)
+    assert "PREVIOUS" not in store.versions(KIND)
+
+    assert store.unpin(KIND) == held
+    assert store.pinned(KIND) is None and store.target(KIND) == "v3"
+    assert store.unpin(KIND) is None
+
+
+def test_pin_refuses_unknown_versions_and_empty_reasons(store: ArtifactStore, src: Path) -> None:
+    store.publish(KIND, "v1", src)
+    with pytest.raises(ArtifactNotFound, match="v9"):
+        store.pin(KIND, "v9", reason="x")
+    with pytest.raises(InvalidArtifact, match="reason"):
+        store.pin(KIND, "v1", reason="  ")
+    with pytest.raises(InvalidArtifact):
+        check_version("PIN")
+    assert store.pinned(KIND) is None
+
+
+def test_a_damaged_pin_file_is_an_error_not_ignored(
+    store: ArtifactStore, src: Path, tmp_path: Path
+) -> None:
+    store.publish(KIND, "v1", src)
+    (tmp_path / "store" / KIND / "PIN").write_text("{not json")
+    with pytest.raises(InvalidArtifact, match="not a valid pin"):
+        store.pinned(KIND)
