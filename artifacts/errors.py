@@ -15,3 +15,8 @@ class ChecksumMismatch(ArtifactError):
 
 class InvalidArtifact(ArtifactError):
     """An artifact directory is malformed (unreadable manifest, wrong schema, bad name)."""
+
+
+class UntrustedArtifact(ArtifactError):
+    """A reader with trusted keys met an unsigned artifact, a malformed signature, a key
+    outside its trusted set, or a signature that does not match the manifest."""
