@@ -16,12 +16,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from artifacts.errors import ArtifactError
 from artifacts.store import ArtifactStore
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.circuit_breaker import CircuitBreaker
 from serving.config import ServerSettings
-from serving.errors import DeadlineExpired, InvalidRequest, Overloaded, RecallError
+from serving.errors import (
+    DeadlineExpired,
+    IndexLoadError,
+    InvalidRequest,
+    Overloaded,
+    RecallError,
+)
 from serving.grpc_errors import grpc_method
+from serving.index.artifact import INDEX_KIND
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
 from serving.interactions import Interaction, InteractionRecorder
@@ -377,7 +385,9 @@ class RecallServer:
         await self.admin.start()
         log.info("recall service on %s:%d, admin on %s:%d", host, self.port, host, self.admin_port)
         try:
-            await self.load_index(self.settings.index_version)
+            # A restarted server must honour an operator's pin as the watcher does.
+            first = self.settings.index_version or await asyncio.to_thread(self._wanted_index)
+            await self.load_index(first)
         except RecallError as exc:
             log.warning("no index loaded at start: %s", exc)
         if self.settings.watch_interval_s > 0 and not self.settings.index_version:
@@ -415,14 +425,25 @@ class RecallServer:
         for service in ("", RECALL_SERVICE):
             await self.health.set(service, status)
 
+    def _wanted_index(self) -> str:
+        """The index version this server should serve: the store's ``indexes/PIN`` while
+        an operator holds one (`recall release pin|rollback`), else ``indexes/LATEST``.
+        Blocking (store I/O). Raises RecallError subclasses, like ``IndexHolder.resolve``."""
+        try:
+            held = self.store.pinned(INDEX_KIND)
+        except ArtifactError as exc:
+            raise IndexLoadError(str(exc)) from exc
+        return self.holder.resolve(held.version if held else None)
+
     async def _watch_latest(self) -> None:
-        """Hot-swap to a newly published LATEST; a failed load keeps the old index."""
+        """Hot-swap to a newly published LATEST, or to the pinned version while a pin is
+        set (a rollback must hold across polls); a failed load keeps the old index."""
         failed: str | None = None
         while True:
             await asyncio.sleep(self.settings.watch_interval_s)
             latest: str | None = None
             try:
-                latest = await asyncio.to_thread(self.holder.resolve, None)
+                latest = await asyncio.to_thread(self._wanted_index)
                 current = self.holder.current_or_none()
                 if latest != failed and (current is None or current.index_version != latest):
                     await self.load_index(latest)
