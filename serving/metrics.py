@@ -60,6 +60,26 @@ USER_VECTOR_REPAIRS = Counter(
     "busy (another server held the lock), failed (Redis or the model artifact failed).",
     ["result"],
 )
+# Status codes that mean the server failed the caller (not the caller's own mistake, load
+# shedding or its deadline): what a ship's canary check watches (GetStatus.failed_calls).
+SERVER_FAULT_CODES = frozenset({"INTERNAL", "UNKNOWN", "UNAVAILABLE", "DATA_LOSS"})
+
+
+def failed_calls() -> int:
+    """Recall/BatchRecall calls this process answered with a SERVER_FAULT_CODES status."""
+    total = 0.0
+    for metric in REQUESTS.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            if (
+                sample.name.endswith("_total")
+                and labels.get("method") in ("Recall", "BatchRecall")
+                and labels.get("code") in SERVER_FAULT_CODES
+            ):
+                total += sample.value
+    return int(total)
+
+
 USER_VECTORS_REPAIRED = Counter(
     "recall_user_vectors_repaired_total",
     "User vectors written by repairs (keys that were missing from Redis).",

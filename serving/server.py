@@ -43,6 +43,7 @@ from serving.metrics import (
     INDEX_LOADED_AT,
     INDEX_LOADS,
     RESPONSES,
+    failed_calls,
 )
 from serving.micro_batcher import MicroBatcher
 from serving.recall_engine import (
@@ -243,7 +244,12 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
     ) -> recall_pb2.GetStatusResponse:
         loaded = self.server.holder.current_or_none()
         healthy, detail = await self.server.vectors.ping()
-        response = recall_pb2.GetStatusResponse(redis_healthy=healthy, redis_detail=detail)
+        response = recall_pb2.GetStatusResponse(
+            redis_healthy=healthy,
+            redis_detail=detail,
+            recall_port=self.server.port,
+            failed_calls=failed_calls(),
+        )
         if loaded is not None:
             response.index_version = loaded.index_version
             response.model_version = loaded.model_version

@@ -99,7 +99,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe", "user_vectors_loaded", "user_vector_count")
+    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe", "user_vectors_loaded", "user_vector_count", "recall_port", "failed_calls")
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,8 @@ class GetStatusResponse(_message.Message):
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     USER_VECTORS_LOADED_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RECALL_PORT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CALLS_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     model_version: str
     item_count: int
@@ -120,7 +122,9 @@ class GetStatusResponse(_message.Message):
     nprobe: int
     user_vectors_loaded: bool
     user_vector_count: int
-    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ..., user_vectors_loaded: _Optional[bool] = ..., user_vector_count: _Optional[int] = ...) -> None: ...
+    recall_port: int
+    failed_calls: int
+    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ..., user_vectors_loaded: _Optional[bool] = ..., user_vector_count: _Optional[int] = ..., recall_port: _Optional[int] = ..., failed_calls: _Optional[int] = ...) -> None: ...
 
 class LoadIndexRequest(_message.Message):
     __slots__ = ("version",)
