@@ -2,7 +2,8 @@
 
 A listing is ``[{"path": "index.faiss", "size": 1234, "sha256": "ab…"}, …]`` with paths
 relative to the artifact directory, POSIX separators, sorted by path. ``manifest.json``
-itself is never listed (it holds the listing).
+itself is never listed (it holds the listing), nor is its detached signature
+``manifest.sig`` (it signs the manifest, so it is made after it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing_extensions import TypedDict
 from artifacts.errors import ChecksumMismatch
 
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"  # artifacts/signing.py: written after the manifest
 _CHUNK = 1 << 20
 
 
@@ -38,7 +40,7 @@ def list_files(directory: Path) -> list[FileEntry]:
     entries: list[FileEntry] = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
-        if rel == MANIFEST_NAME:
+        if rel in (MANIFEST_NAME, SIGNATURE_NAME):
             continue
         entries.append({"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
     return entries

@@ -30,10 +30,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from artifacts.checksums import MANIFEST_NAME
+from artifacts.checksums import MANIFEST_NAME, SIGNATURE_NAME
 from artifacts.errors import InvalidArtifact, UntrustedArtifact
 
-SIGNATURE_NAME = "manifest.sig"
 SIGNATURE_SCHEMA = "recall.signature/v1"
 SIGNING_KEY_ENV = "RECALL_SIGNING_KEY_FILE"
 """Environment variable naming the private key (PEM) that publishing signs with; unset:

@@ -30,7 +30,9 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactError, ArtifactNotFound, InvalidArtifact
+from artifacts.signing import SIGNATURE_NAME, ManifestSigner, TrustedKeys
 
 LATEST = "LATEST"
 PREVIOUS = "PREVIOUS"
@@ -79,10 +81,23 @@ class ArtifactStore:
         root: local directory or fsspec URL; created on first publish.
         cache_dir: where remote artifacts are downloaded before use (local roots are read
             in place and need no cache).
+        signer: publish writes ``manifest.sig`` with it (artifacts/signing.py); None:
+            artifacts are published unsigned.
+        trusted_keys: ``local_dir`` hands out only artifacts whose manifest is signed by
+            one of these keys (else UntrustedArtifact); None: no signature check.
     """
 
-    def __init__(self, root: str | Path, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        cache_dir: str | Path | None = None,
+        *,
+        signer: ManifestSigner | None = None,
+        trusted_keys: TrustedKeys | None = None,
+    ) -> None:
         self.root = str(root).rstrip("/")
+        self.signer = signer
+        self.trusted_keys = trusted_keys
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self._cache_dir = (
@@ -100,12 +115,22 @@ class ArtifactStore:
     def publish(self, kind: str, version: str, local_dir: Path, *, set_latest: bool = True) -> str:
         """Copy a finished local directory into the store as ``kind/version``; move LATEST.
 
+        With a signer, ``manifest.sig`` (over ``local_dir``'s manifest bytes) is written
+        into the staging copy before the rename, so the version never exists unsigned;
+        ``local_dir`` itself is left as it was.
+
         Raises:
             ArtifactError: if that version already exists (artifacts are immutable).
         Returns:
             The artifact's URI.
         """
         check_version(version)
+        signature = None
+        if self.signer is not None:  # before any write: a missing manifest publishes nothing
+            try:
+                signature = self.signer.signature_bytes((local_dir / MANIFEST_NAME).read_bytes())
+            except OSError as exc:
+                raise InvalidArtifact(f"{local_dir}: no readable {MANIFEST_NAME} to sign") from exc
         final = self._path(kind, version)
         if self.fs.exists(final):
             raise ArtifactError(
@@ -118,6 +143,8 @@ class ArtifactStore:
                 shutil.copytree(local_dir, staging)
             else:
                 self.fs.put(str(local_dir).rstrip("/") + "/", staging + "/", recursive=True)
+            if signature is not None:
+                self.fs.pipe_file(f"{staging}/{SIGNATURE_NAME}", signature)
             self.fs.mv(staging, final, recursive=True)
         except BaseException:
             if self.fs.exists(staging):
@@ -242,17 +269,46 @@ class ArtifactStore:
         return check_version(version) if version else self.latest(kind)
 
     def local_dir(self, kind: str, version: str) -> Path:
-        """A local directory holding the artifact (downloaded into the cache if remote)."""
+        """A local directory holding the artifact (downloaded into the cache if remote).
+
+        With trusted keys, the local copy's manifest signature is checked first.
+
+        Raises:
+            ArtifactNotFound: no such version.
+            UntrustedArtifact: trusted keys are set and the signature is absent or bad.
+        """
         if not self.exists(kind, version):
             raise ArtifactNotFound(f"{kind}/{version} is not in {self.root}")
         if self.is_local:
-            return Path(self._path(kind, version))
-        target = self._cache_dir / kind / version
-        if not target.exists():
-            partial = target.with_name(f".{version}.{secrets.token_hex(4)}")
-            self.fs.get(self._path(kind, version) + "/", str(partial) + "/", recursive=True)
-            partial.rename(target)
+            target = Path(self._path(kind, version))
+        else:
+            target = self._cache_dir / kind / version
+            if not target.exists():
+                partial = target.with_name(f".{version}.{secrets.token_hex(4)}")
+                self.fs.get(self._path(kind, version) + "/", str(partial) + "/", recursive=True)
+                partial.rename(target)
+        if self.trusted_keys is not None:
+            self.trusted_keys.verify_dir(target, f"{kind}/{version}")
         return target
+
+    def verify_signature(self, kind: str, version: str, trusted_keys: TrustedKeys) -> str:
+        """Check ``kind/version``'s manifest signature in the store itself, reading only
+        the manifest and ``manifest.sig`` (no download of the artifact). Returns the key id.
+
+        Raises:
+            ArtifactNotFound: no such version.
+            UntrustedArtifact: unsigned, signed by an untrusted key, or not matching.
+        """
+        if not self.exists(kind, version):
+            raise ArtifactNotFound(f"{kind}/{version} is not in {self.root}")
+        base = self._path(kind, version)
+        try:
+            manifest = self.fs.cat_file(f"{base}/{MANIFEST_NAME}")
+        except FileNotFoundError as exc:
+            raise InvalidArtifact(f"{kind}/{version}: no {MANIFEST_NAME}") from exc
+        sig_path = f"{base}/{SIGNATURE_NAME}"
+        signature = self.fs.cat_file(sig_path) if self.fs.exists(sig_path) else None
+        return trusted_keys.verify(manifest, signature, f"{kind}/{version}")
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:

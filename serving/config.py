@@ -51,6 +51,14 @@ class ServerSettings(BaseSettings):
         default_factory=lambda: _home("cache", "artifacts"),
         description="Local copy of remote artifacts; default $RECALL_HOME/cache/artifacts.",
     )
+    trusted_keys_dir: str | None = Field(
+        None,
+        description=(
+            "Directory of Ed25519 public keys (*.pub/*.pem, one per file) whose manifest "
+            "signatures this server accepts; with it, unsigned or mis-signed indexes and "
+            "models are refused (FAILED_PRECONDITION). Unset: no signature check."
+        ),
+    )
     index_version: str | None = Field(
         None, description="Index version to serve; unset = the store's LATEST."
     )

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from artifacts.errors import ArtifactError
+from artifacts.signing import trusted_keys_from
 from artifacts.store import ArtifactStore
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.circuit_breaker import CircuitBreaker
@@ -308,7 +309,11 @@ class RecallServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.store = ArtifactStore(settings.artifact_root, cache_dir=settings.cache_dir)
+        self.store = ArtifactStore(
+            settings.artifact_root,
+            cache_dir=settings.cache_dir,
+            trusted_keys=trusted_keys_from(settings.trusted_keys_dir),
+        )
         self.holder = IndexHolder(self.store)
         self.vectors = UserVectorStore.from_url(
             settings.redis_url,
