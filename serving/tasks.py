@@ -9,6 +9,7 @@ import redis
 
 from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
+from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, open_uri, split_uri
 from serving.index.artifact import INDEX_KIND, IndexManifest, publish_index
 from serving.index.params import DEFAULT_MIN_RECALL
@@ -29,13 +30,13 @@ def build_index(
     """Build, quality-gate and publish an IVF-PQ + re-rank index for the model at ``model_uri``.
 
     The index goes into the same store as the model, under ``indexes/``; LATEST moves only
-    after the whole artifact is in place. Returns the index URI.
+    after the whole artifact is in place. With ``$RECALL_SIGNING_KEY_FILE`` set, the
+    manifest is signed with that key. Returns the index URI.
     """
     root, _, _ = split_uri(model_uri)
+    store = ArtifactStore(root, signer=signer_from_env())
     model = open_model_artifact(open_uri(model_uri))
-    uri, manifest = publish_index(
-        model, ArtifactStore(root), min_recall=min_recall, allow_gpu=allow_gpu
-    )
+    uri, manifest = publish_index(model, store, min_recall=min_recall, allow_gpu=allow_gpu)
     log.info(
         "index %s (%s nprobe=%d refine_factor=%d, %s, %s) published at %s",
         manifest.index_version,

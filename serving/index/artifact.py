@@ -220,8 +220,10 @@ def publish_index(
     allow_gpu: bool = True,
     params: IvfPqParams | None = None,
     threads: int | None = None,
+    set_latest: bool = True,
 ) -> tuple[str, IndexManifest]:
-    """Build an index for ``model`` in a staging directory and publish it atomically.
+    """Build an index for ``model`` in a staging directory and publish it atomically
+    (``set_latest`` False: published without moving LATEST; a ship promotes it).
 
     Returns:
         (artifact URI, manifest). On any failure nothing is published and LATEST is unchanged.
@@ -237,5 +239,5 @@ def publish_index(
             allow_gpu=allow_gpu,
             threads=threads,
         )
-        uri = store.publish(INDEX_KIND, index_version, Path(tmp))
+        uri = store.publish(INDEX_KIND, index_version, Path(tmp), set_latest=set_latest)
     return uri, manifest
