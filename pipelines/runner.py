@@ -94,6 +94,11 @@ _PROGRESS_PATTERNS = (
         "train ({0}): epoch {1}/{2}, loss {3}",
     ),
     (re.compile(r"index (\S+): recall@(\d+)=([\d.]+)"), "build_index: {0}, recall@{1} {2}"),
+    (re.compile(r"(shipped index \S+ to \d+ servers)"), "ship: {0}"),
+    (
+        re.compile(r"not shipping index (\S+): (no fleet configured|indexes are pinned to \S+)"),
+        "ship: not shipping {0} ({1})",
+    ),
 )
 
 

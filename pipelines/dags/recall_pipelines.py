@@ -4,11 +4,16 @@
   ``models/LATEST`` does not move) → the model gate (held-out metrics vs popularity and
   vs the serving model; a failure fails the run and nothing else is published, a pass
   moves ``models/LATEST``) → load the new user vectors into Redis → build, gate and
-  publish the IVF-PQ index → delete user vectors that no recent index needs. Vectors load
-  *before* the index is published, so a server that hot-swaps to the new index finds its
-  model's vectors.
+  publish the IVF-PQ index → ship it to the fleet → delete user vectors that no recent
+  index needs. Vectors load *before* the index is published, so a server that hot-swaps
+  to the new index finds its model's vectors.
+- ``ship`` (``serving.fleet.ship_published``): with a fleet configured (``fleet``, env
+  ``RECALL_FLEET``) the index is published *without* moving ``indexes/LATEST``, and this
+  task loads it on the canary, verifies it, promotes LATEST, then loads and verifies the
+  rest; any failure reverts the fleet and fails the run. No fleet: a no-op that says so
+  (servers poll LATEST). While ``indexes/PIN`` is set: published, not shipped (logged).
 - ``recall_rebuild_index`` (nightly): rebuild the index from the LATEST model (vectors are
-  re-loaded first, idempotently), then the same clean-up.
+  re-loaded first, idempotently), ship it, then the same clean-up.
 - Both seed the users' history lists (``recall:hist:<user_id>``) from the data directory
   before the index is published, so the seen filter and the refresher start from the data.
 - ``recall_refresh_vectors`` (hourly): re-encode every user touched by RecordInteractions
@@ -22,7 +27,8 @@ the feature spec; empty = defaults), ``min_recall``,
 ``gate_popularity_margin`` and ``gate_serving_tolerance`` (the model gate's margins,
 ``artifacts.model_gate``), ``gate_enforce`` (false: a failed model gate only warns),
 ``keep_indexes`` (user vectors are kept for the models of this many newest indexes),
-``history_max_items`` (cap of each seeded history list).
+``history_max_items`` (cap of each seeded history list), ``fleet`` and ``fleet_canary``
+(``serving.fleet.FleetSettings``: admin addresses, canary count or names).
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ _DEFAULTS: dict[str, Any] = {
     "history_max_items": Param(
         int(os.environ.get("RECALL_HISTORY_MAX_ITEMS", "1000")), type="integer", minimum=1
     ),
+    # serving.fleet.FleetSettings; the ship task's other settings come from RECALL_FLEET_*.
+    "fleet": Param(os.environ.get("RECALL_FLEET", ""), type="string"),
+    "fleet_canary": Param(os.environ.get("RECALL_FLEET_CANARY", "1"), type="string"),
 }
 _START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -119,7 +128,20 @@ def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
     from serving import tasks
 
     assert params is not None
-    return tasks.build_index(model_uri, min_recall=params["min_recall"])
+    # With a fleet, LATEST moves only in `ship`, after a verified canary (watchers and the
+    # fleet then never disagree about what is current).
+    return tasks.build_index(
+        model_uri, min_recall=params["min_recall"], set_latest=not params["fleet"].strip()
+    )
+
+
+@task
+def ship(index_uri: str, params: dict[str, Any] | None = None) -> str:
+    from serving.fleet import FleetSettings, ship_published
+
+    assert params is not None
+    settings = FleetSettings(fleet=params["fleet"], fleet_canary=params["fleet_canary"])
+    return ship_published(index_uri, settings)
 
 
 @task
@@ -160,7 +182,7 @@ def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
 def recall_train_and_index() -> None:
     index = build_index(load_user_vectors(model_gate(train())))
     seed_histories() >> index
-    index >> prune_user_vectors()
+    ship(index) >> prune_user_vectors()
 
 
 @dag(
@@ -175,7 +197,7 @@ def recall_train_and_index() -> None:
 def recall_rebuild_index() -> None:
     index = build_index(load_user_vectors(latest_model()))
     seed_histories() >> index
-    index >> prune_user_vectors()
+    ship(index) >> prune_user_vectors()
 
 
 @dag(

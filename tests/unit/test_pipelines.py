@@ -40,9 +40,12 @@ def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
         ("model_gate", "load_user_vectors"),
         ("load_user_vectors", "build_index"),
         ("seed_histories", "build_index"),
-        ("build_index", "prune_user_vectors"),
+        ("build_index", "ship"),
+        ("ship", "prune_user_vectors"),
     }
     assert set(dag.params.keys()) >= {
+        "fleet",
+        "fleet_canary",
         "history_max_items",
         "data_dir",
         "artifact_root",
@@ -72,7 +75,8 @@ def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> No
         ("latest_model", "load_user_vectors"),
         ("load_user_vectors", "build_index"),
         ("seed_histories", "build_index"),
-        ("build_index", "prune_user_vectors"),
+        ("build_index", "ship"),
+        ("ship", "prune_user_vectors"),
     }
 
 
@@ -107,6 +111,14 @@ def test_dag_file_imports_neither_tensorflow_nor_faiss_at_parse_time(
             "build_index: IVF43,PQ16x8, recall@10 0.8668",
         ),
         ("[info] Task instance state updated", None),
+        (
+            "[serving.fleet] shipped index 2026-b to 3 servers (canary 10.0.0.1:50052) in 4.1 s",
+            "ship: shipped index 2026-b to 3 servers",
+        ),
+        (
+            "WARNING not shipping index 2026-c: indexes are pinned to 2026-a by ops at ...",
+            "ship: not shipping 2026-c (indexes are pinned to 2026-a)",
+        ),
     ],
 )
 def test_progress_message(line: str, expected: str | None) -> None:
