@@ -25,18 +25,26 @@ log = logging.getLogger(__name__)
 
 
 def build_index(
-    model_uri: str, min_recall: float = DEFAULT_MIN_RECALL, allow_gpu: bool = True
+    model_uri: str,
+    min_recall: float = DEFAULT_MIN_RECALL,
+    allow_gpu: bool = True,
+    *,
+    set_latest: bool = True,
 ) -> str:
     """Build, quality-gate and publish an IVF-PQ + re-rank index for the model at ``model_uri``.
 
     The index goes into the same store as the model, under ``indexes/``; LATEST moves only
-    after the whole artifact is in place. With ``$RECALL_SIGNING_KEY_FILE`` set, the
-    manifest is signed with that key. Returns the index URI.
+    after the whole artifact is in place (``set_latest`` False: it does not move; with a
+    fleet configured the ship task promotes it after a verified canary, serving.fleet).
+    With ``$RECALL_SIGNING_KEY_FILE`` set, the manifest is signed with that key. Returns
+    the index URI.
     """
     root, _, _ = split_uri(model_uri)
     store = ArtifactStore(root, signer=signer_from_env())
     model = open_model_artifact(open_uri(model_uri))
-    uri, manifest = publish_index(model, store, min_recall=min_recall, allow_gpu=allow_gpu)
+    uri, manifest = publish_index(
+        model, store, min_recall=min_recall, allow_gpu=allow_gpu, set_latest=set_latest
+    )
     log.info(
         "index %s (%s nprobe=%d refine_factor=%d, %s, %s) published at %s",
         manifest.index_version,
