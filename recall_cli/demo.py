@@ -63,6 +63,7 @@ def _fresh_vectors(
     the user's vector, and show the candidates before and after (seen items excluded)."""
     import redis
 
+    from keyspace.connection import redis_kwargs
     from keyspace.user_vectors import user_vector_key
 
     before = client.recall(FRESH_USER, 10, exclude_seen=True)
@@ -71,7 +72,7 @@ def _fresh_vectors(
     deep = client.recall(FRESH_USER, 300, exclude_seen=True).candidates
     items = [c.item_id for c in deep[-3:]]
     key = user_vector_key(before.model_version, FRESH_USER)
-    store = redis.Redis.from_url(redis_url, socket_timeout=5)
+    store = redis.Redis.from_url(redis_url, socket_timeout=5, **redis_kwargs(redis_url))
     try:
         if not _wait_refresher_ready(store, consumer, 60):
             console.print("[bold red]the refresher did not start within 60 s[/]")

@@ -44,6 +44,7 @@ def friendly_errors(fn: F) -> F:
             from pydantic import ValidationError
 
             from artifacts.errors import ArtifactError
+            from keyspace.connection import RedisConnectionConfigError
             from pipelines.runner import PipelineError
             from recall_cli.local_redis import LocalRedisError
             from serving.errors import RecallError
@@ -59,6 +60,7 @@ def friendly_errors(fn: F) -> F:
                 PipelineError,
                 ValidationError,
                 OSError,
+                RedisConnectionConfigError,
             )
             if isinstance(exc, expected):
                 err.print(f"[bold red]error:[/] {exc}")

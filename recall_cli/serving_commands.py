@@ -48,6 +48,70 @@ def _target(port: int) -> str:
     return f"{os.environ.get('RECALL_HOST', '127.0.0.1')}:{port}"
 
 
+# Client-side security options, shared by query/status/load-index. The names mirror the
+# server's settings (RECALL_ADMIN_TOKEN_FILE, RECALL_SERVICE_TOKEN_FILE: the same files).
+TlsCa = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-ca",
+        envvar="RECALL_TLS_CA_FILE",
+        help="PEM CA that signed the server's certificate; turns TLS on.",
+    ),
+]
+TlsCert = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-cert",
+        envvar="RECALL_CLIENT_TLS_CERT_FILE",
+        help="PEM client certificate for mTLS (with --tls-key).",
+    ),
+]
+TlsKey = Annotated[
+    str | None,
+    typer.Option("--tls-key", envvar="RECALL_CLIENT_TLS_KEY_FILE", help="PEM key of --tls-cert."),
+]
+TlsServerName = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-server-name",
+        envvar="RECALL_TLS_SERVER_NAME",
+        help="Name to expect in the server's certificate (default: the host dialled).",
+    ),
+]
+UseTls = Annotated[
+    bool,
+    typer.Option(
+        "--tls/--no-tls",
+        envvar="RECALL_TLS",
+        help="TLS with the system's trust store (implied by --tls-ca / --tls-cert).",
+    ),
+]
+
+
+def _security(
+    tls: bool,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+    server_name: str | None,
+    *,
+    token_file: str | None = None,
+    admin_token_file: str | None = None,
+) -> Any:
+    """A ``serving.client.ClientSecurity`` from the options (tokens read from their files)."""
+    from serving.client import ClientSecurity, read_token
+
+    return ClientSecurity(
+        tls=tls,
+        ca_file=ca,
+        cert_file=cert,
+        key_file=key,
+        server_name=server_name,
+        token=read_token(token_file) if token_file else None,
+        admin_token=read_token(admin_token_file) if admin_token_file else None,
+    )
+
+
 @friendly_errors
 def query(
     user: Annotated[list[str], typer.Option("--user", "-u", help="User id (repeatable).")],
@@ -60,16 +124,29 @@ def query(
     ] = False,
     data: Annotated[Path | None, typer.Option(help="Data directory, to show item titles.")] = None,
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECALL_SERVICE_TOKEN_FILE",
+            help="File holding the RecallService bearer token (if the server asks for one).",
+        ),
+    ] = None,
 ) -> None:
     """Ask a running recall server for candidates and print them."""
     from serving.client import RecallClient
 
+    security = _security(tls, tls_ca, tls_cert, tls_key, tls_server_name, token_file=token_file)
     titles: dict[str, str] = {}
     if data is not None:
         from training.data.schema import load_dataset
 
         titles = load_dataset(data).item_titles()
-    client = RecallClient(_target(port))
+    client = RecallClient(_target(port), security=security)
     try:
         for user_id in user:
             reply = client.recall(user_id, k, exclude or [], exclude_seen)
@@ -82,11 +159,26 @@ def query(
 def status(
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
     admin_port: Annotated[int, typer.Option(envvar="RECALL_ADMIN_PORT")] = 50052,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECALL_ADMIN_TOKEN_FILE",
+            help="File holding the RecallAdmin bearer token (first line).",
+        ),
+    ] = None,
 ) -> None:
     """Show what a running server serves (RecallAdmin/GetStatus)."""
     from serving.client import RecallClient
 
-    client = RecallClient(_target(port), _target(admin_port))
+    security = _security(
+        tls, tls_ca, tls_cert, tls_key, tls_server_name, admin_token_file=token_file
+    )
+    client = RecallClient(_target(port), _target(admin_port), security=security)
     try:
         s = client.status()
     finally:
@@ -114,11 +206,26 @@ def load_index(
     version: Annotated[str, typer.Argument(help="Index version; empty = LATEST.")] = "",
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
     admin_port: Annotated[int, typer.Option(envvar="RECALL_ADMIN_PORT")] = 50052,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECALL_ADMIN_TOKEN_FILE",
+            help="File holding the RecallAdmin bearer token (first line).",
+        ),
+    ] = None,
 ) -> None:
     """Tell a running server to verify, load and swap to an index version (rollback too)."""
     from serving.client import RecallClient
 
-    client = RecallClient(_target(port), _target(admin_port))
+    security = _security(
+        tls, tls_ca, tls_cert, tls_key, tls_server_name, admin_token_file=token_file
+    )
+    client = RecallClient(_target(port), _target(admin_port), security=security)
     try:
         reply = client.load_index(version)
     finally:

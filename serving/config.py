@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,6 +14,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from keyspace.connection import RedisSecurity
 from keyspace.events import EVENTS_MAXLEN
 from keyspace.histories import HISTORY_MAX_ITEMS
 
@@ -170,6 +171,95 @@ class ServerSettings(BaseSettings):
             "grpc.aio measured here; see bench/README.md)."
         ),
     )
+    tls_cert_file: str | None = Field(
+        None,
+        description=(
+            "PEM server certificate (chain) for TLS on the recall and admin ports; needs "
+            "tls_key_file. Unset: plaintext (local default)."
+        ),
+    )
+    tls_key_file: str | None = Field(
+        None, description="PEM private key of tls_cert_file (keep it readable by the server only)."
+    )
+    tls_client_ca_file: str | None = Field(
+        None,
+        description=(
+            "PEM CA bundle for mTLS: every client must present a certificate it signed; "
+            "such a certificate also admits RecallAdmin calls. Needs tls_cert_file."
+        ),
+    )
+    admin_token_file: str | None = Field(
+        None,
+        description=(
+            "File of bearer tokens (one per line) that RecallAdmin calls must carry as "
+            "`authorization: Bearer <token>`; re-read when it changes (rotation)."
+        ),
+    )
+    service_token_file: str | None = Field(
+        None,
+        description=(
+            "Like admin_token_file, for RecallService (rankers); unset: no token needed. "
+            "Health and reflection stay open."
+        ),
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Interface of the /metrics HTTP port; 0.0.0.0 in containers (scrapers).",
+    )
+    redis_password_file: str | None = Field(
+        None, description="File holding the Redis password (AUTH/ACL); not with a URL password."
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="The Redis password itself (prefer redis_password_file)."
+    )
+    redis_username: str | None = Field(None, description="Redis ACL user (default: `default`).")
+    redis_tls_ca_file: str | None = Field(
+        None, description="CA of the Redis server's certificate (rediss:// URLs only)."
+    )
+    redis_tls_cert_file: str | None = Field(
+        None, description="Client certificate for a Redis with tls-auth-clients (rediss://)."
+    )
+    redis_tls_key_file: str | None = Field(None, description="Key of redis_tls_cert_file.")
+
+    @model_validator(mode="after")
+    def _check_security_files(self) -> ServerSettings:
+        """Refuse half a TLS setup or a missing file at start, naming the setting."""
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError(
+                "RECALL_TLS_CERT_FILE and RECALL_TLS_KEY_FILE go together: set both for TLS, "
+                "or neither for plaintext"
+            )
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError(
+                "RECALL_TLS_CLIENT_CA_FILE (mTLS) needs RECALL_TLS_CERT_FILE and "
+                "RECALL_TLS_KEY_FILE (the server's own certificate)"
+            )
+        files = {
+            "RECALL_TLS_CERT_FILE": self.tls_cert_file,
+            "RECALL_TLS_KEY_FILE": self.tls_key_file,
+            "RECALL_TLS_CLIENT_CA_FILE": self.tls_client_ca_file,
+            "RECALL_ADMIN_TOKEN_FILE": self.admin_token_file,
+            "RECALL_SERVICE_TOKEN_FILE": self.service_token_file,
+            "RECALL_REDIS_PASSWORD_FILE": self.redis_password_file,
+            "RECALL_REDIS_TLS_CA_FILE": self.redis_tls_ca_file,
+            "RECALL_REDIS_TLS_CERT_FILE": self.redis_tls_cert_file,
+            "RECALL_REDIS_TLS_KEY_FILE": self.redis_tls_key_file,
+        }
+        for setting, path in files.items():
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{setting}={path}: no such file")
+        return self
+
+    def redis_security(self) -> RedisSecurity:
+        """The Redis password/TLS settings for ``keyspace.connection.redis_kwargs``."""
+        return RedisSecurity(
+            password_file=self.redis_password_file,
+            password=self.redis_password.get_secret_value() if self.redis_password else None,
+            username=self.redis_username,
+            tls_ca_file=self.redis_tls_ca_file,
+            tls_cert_file=self.redis_tls_cert_file,
+            tls_key_file=self.redis_tls_key_file,
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -54,6 +54,13 @@ from serving.recall_engine import (
     Source,
 )
 from serving.response_encoding import encode_recall_response
+from serving.security import (
+    LOOPBACK_HOSTS,
+    ServicePolicy,
+    TokenFile,
+    interceptors_for,
+    server_credentials,
+)
 from serving.user_vectors import UserVectorStore
 from serving.vector_repair import VectorRepairer
 
@@ -278,10 +285,19 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
         )
 
 
-def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    """Bind ``host:port`` (0 = any free port); the bound port. OSError if it is taken."""
+def _bind(
+    server: grpc.aio.Server,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Bind ``host:port`` (0 = any free port), with TLS when ``credentials`` are given; the
+    bound port. OSError if it is taken."""
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError as exc:  # grpc reports a failed bind this way
         raise OSError(f"cannot listen on {host}:{port} (in use by another process?)") from exc
     if port and bound != port:
@@ -320,6 +336,7 @@ class RecallServer:
             settings.redis_timeout_s,
             settings.redis_health_check_s,
             multi_key_reads=settings.redis_multi_key_reads,
+            security=settings.redis_security(),
         )
         self.breaker = CircuitBreaker(
             failures=settings.breaker_failures,
@@ -354,7 +371,9 @@ class RecallServer:
             events_maxlen=settings.events_maxlen,
             retry_s=settings.redis_retry_s,
         )
-        self.repairer = VectorRepairer.from_url(self.store, settings.redis_url)
+        self.repairer = VectorRepairer.from_url(
+            self.store, settings.redis_url, security=settings.redis_security()
+        )
         self.port = 0
         self.admin_port = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -367,8 +386,12 @@ class RecallServer:
         # gRPC enables SO_REUSEPORT by default: a second server on a busy port would start
         # "successfully" and silently share traffic. Refuse that instead.
         options = [("grpc.so_reuseport", 0)]
-        self.server = grpc.aio.server(options=options)
-        self.admin = grpc.aio.server(options=options)
+        self.server = grpc.aio.server(
+            options=options, interceptors=interceptors_for(self._recall_policies())
+        )
+        self.admin = grpc.aio.server(
+            options=options, interceptors=interceptors_for(self._admin_policies())
+        )
         add_recall_service(
             RecallServicer(
                 self.engine,
@@ -389,8 +412,9 @@ class RecallServer:
             [ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.admin
         )
         host = self.settings.host
-        self.port = _bind(self.server, host, self.settings.port)
-        self.admin_port = _bind(self.admin, host, self.settings.admin_port)
+        credentials = self._credentials()
+        self.port = _bind(self.server, host, self.settings.port, credentials)
+        self.admin_port = _bind(self.admin, host, self.settings.admin_port, credentials)
         await self._set_serving(False)
         await self.server.start()
         await self.admin.start()
@@ -407,6 +431,35 @@ class RecallServer:
             self._repair = asyncio.create_task(
                 self.repairer.run(self._serving_model, self.settings.vector_repair_interval_s)
             )
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        """TLS (mTLS with a client CA) for both ports, or None: plaintext."""
+        s = self.settings
+        if not (s.tls_cert_file and s.tls_key_file):
+            return None
+        return server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+
+    def _recall_policies(self) -> dict[str, ServicePolicy]:
+        """RecallService needs a token only when RECALL_SERVICE_TOKEN_FILE is set (mTLS
+        already refuses clients without a certificate in the handshake)."""
+        if not self.settings.service_token_file:
+            return {}
+        tokens = TokenFile(self.settings.service_token_file)
+        return {RECALL_SERVICE: ServicePolicy(tokens, bool(self.settings.tls_client_ca_file))}
+
+    def _admin_policies(self) -> dict[str, ServicePolicy]:
+        """RecallAdmin: the admin token and/or a verified client certificate (mTLS)."""
+        s = self.settings
+        tokens = TokenFile(s.admin_token_file) if s.admin_token_file else None
+        mtls = bool(s.tls_client_ca_file)
+        if tokens is None and not mtls and s.host not in LOOPBACK_HOSTS:
+            log.warning(
+                "RecallAdmin accepts every caller on %s:%d (no RECALL_ADMIN_TOKEN_FILE, no "
+                "mTLS): anyone who reaches the port can load an index",
+                s.host,
+                s.admin_port,
+            )
+        return {ADMIN_SERVICE: ServicePolicy(tokens, mtls)}
 
     def _serving_model(self) -> str | None:
         loaded = self.holder.current_or_none()
@@ -498,7 +551,7 @@ def serve(settings: ServerSettings) -> None:
 async def run_forever(settings: ServerSettings) -> None:
     """Serve until SIGINT/SIGTERM, then stop gracefully."""
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     server = RecallServer(settings)
     await server.start()
     stop = asyncio.Event()

@@ -11,6 +11,7 @@ from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
 from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, open_uri, split_uri
+from keyspace.connection import redis_kwargs
 from serving.index.artifact import INDEX_KIND, IndexManifest, publish_index
 from serving.index.params import DEFAULT_MIN_RECALL
 from serving.model_artifact import open_model_artifact
@@ -73,7 +74,7 @@ def prune_vectors(artifact_root: str, redis_url: str, keep_indexes: int = 3) -> 
     }
     with contextlib.suppress(ArtifactNotFound):
         keep.add(store.latest("models"))
-    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    client = redis.Redis.from_url(redis_url, socket_timeout=10, **redis_kwargs(redis_url))
     try:
         stale = [v for v in loaded_model_versions(client) if v not in keep]
         for version in stale:
@@ -95,7 +96,7 @@ def load_vectors(
 ) -> int:
     """Write the model's user vectors to Redis under its model version. Returns the count."""
     model = open_model_artifact(open_uri(model_uri))
-    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    client = redis.Redis.from_url(redis_url, socket_timeout=10, **redis_kwargs(redis_url))
     try:
         return load_user_vectors(model, client, on_progress=on_progress)
     finally:

@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from keyspace import user_vectors as keys
+from keyspace.connection import RedisSecurity, redis_kwargs
 from keyspace.histories import decode_items, history_key
 from keyspace.user_vectors import (
     KEY_PREFIX,
@@ -172,12 +173,14 @@ class UserVectorStore:
         health_check_interval_s: float = 10.0,
         *,
         multi_key_reads: bool = True,
+        security: RedisSecurity | None = None,
     ) -> UserVectorStore:
         """A client whose pooled connections survive a Redis restart: a command that fails
         with a connection error (a connection the restarted server closed) is retried once
         on a fresh connection, and a connection idle for ``health_check_interval_s`` is
         PINGed before reuse. Timeouts are not retried: they would double the time a hanging
-        Redis costs (the circuit breaker in ``serving.recall_engine`` handles those)."""
+        Redis costs (the circuit breaker in ``serving.recall_engine`` handles those).
+        ``security``: password/TLS options (``keyspace.connection``; None: from env)."""
         return cls(
             aioredis.Redis.from_url(
                 url,
@@ -185,6 +188,7 @@ class UserVectorStore:
                 socket_connect_timeout=timeout_s,
                 health_check_interval=math.ceil(health_check_interval_s),
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                **redis_kwargs(url, security),
             ),
             multi_key_reads=multi_key_reads,
         )

@@ -46,6 +46,7 @@ import redis
 
 from artifacts.errors import ArtifactError
 from artifacts.store import ArtifactStore
+from keyspace.connection import RedisSecurity, redis_kwargs
 from keyspace.user_vectors import encode_vector, meta_key, repair_lock_key, user_vector_key
 from serving.metrics import USER_VECTOR_REPAIRS, USER_VECTORS_COMPLETE, USER_VECTORS_REPAIRED
 from serving.model_artifact import ModelArtifact, open_model_artifact
@@ -209,12 +210,20 @@ class VectorRepairer:
 
     @classmethod
     def from_url(
-        cls, store: ArtifactStore, redis_url: str, *, timeout_s: float = 10.0
+        cls,
+        store: ArtifactStore,
+        redis_url: str,
+        *,
+        timeout_s: float = 10.0,
+        security: RedisSecurity | None = None,
     ) -> VectorRepairer:
         """A repairer with its own blocking Redis client (it works in a worker thread, apart
-        from the server's async connection pool)."""
+        from the server's async connection pool); ``security`` as in ``keyspace.connection``."""
         client = redis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 2.0)
+            redis_url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=min(timeout_s, 2.0),
+            **redis_kwargs(redis_url, security),
         )
         return cls(store, client)
 

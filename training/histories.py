@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from keyspace.connection import redis_kwargs
 from keyspace.histories import HISTORY_MAX_ITEMS, REPLACE_HISTORY_LUA, encode_items, history_key
 from training.data.schema import load_dataset
 
@@ -65,7 +66,7 @@ def seed_histories(data_dir: str | Path, redis_url: str, cap: int = HISTORY_MAX_
         redis.RedisError: Redis cannot be reached.
     """
     histories = latest_histories(load_dataset(data_dir).interactions, cap)
-    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    client = redis.Redis.from_url(redis_url, socket_timeout=10, **redis_kwargs(redis_url))
     try:
         written = write_histories(client, histories)
     finally:

@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from artifacts.errors import ArtifactError
 from artifacts.lineage import index_lineage
 from artifacts.store import ArtifactStore
+from keyspace.connection import redis_kwargs
 from keyspace.events import (
     EVENTS_STREAM,
     REFRESH_WATERMARK,
@@ -297,7 +298,9 @@ def make_refresher(
 ) -> Refresher:
     """A Refresher wired from settings (its Redis client waits longer than one block)."""
     client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=settings.refresh_block_ms / 1000 + 10
+        settings.redis_url,
+        socket_timeout=settings.refresh_block_ms / 1000 + 10,
+        **redis_kwargs(settings.redis_url),
     )
     model = ServingModel(
         ArtifactStore(settings.artifact_root), loader, settings.model_check_interval_s
@@ -328,7 +331,7 @@ def refresh_touched_users(
     every touched user. Returns the number of vectors written.
     """
     now = time.time() if now is None else now
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    client = redis.Redis.from_url(redis_url, socket_timeout=30, **redis_kwargs(redis_url))
     try:
         raw = client.get(REFRESH_WATERMARK)
         since = float(raw) - overlap_s if raw is not None else float("-inf")
