@@ -10,6 +10,7 @@ import typer
 from recall_cli import artifact_commands as stages
 from recall_cli import evaluation_commands, key_commands
 from recall_cli import freshness_commands as freshness
+from recall_cli import release_commands as release
 from recall_cli import serving_commands as serving
 from recall_cli.output import console, friendly_errors
 
@@ -32,6 +33,7 @@ app.add_typer(serving.redis_app, name="redis")
 app.add_typer(freshness.interactions_app, name="interactions")
 app.command()(freshness.refresher)
 app.add_typer(key_commands.keys_app, name="keys")
+app.add_typer(release.release_app, name="release")
 
 
 bench_app = typer.Typer(help="Benchmarks (bench/README.md).", no_args_is_help=True)
