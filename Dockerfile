@@ -33,6 +33,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RECALL_HOST=0.0.0.0 \
+    RECALL_METRICS_HOST=0.0.0.0 \
     RECALL_ARTIFACT_ROOT=/artifacts \
     RECALL_HOME=/var/lib/recall \
     RECALL_CACHE_DIR=/var/lib/recall/cache/artifacts
