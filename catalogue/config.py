@@ -40,6 +40,11 @@ class DuplicateConfig(BaseModel):
         description="Whether items lacking a blocking attribute may still be merged "
         "(off: an item without a year is nobody's duplicate).",
     )
+    match_numbers: bool = Field(
+        default=True,
+        description="Texts must contain the same numbers (sequels, model numbers: "
+        "'Item 12' and 'Item 123' are never merged, however similar the rest).",
+    )
     shingle_size: int = Field(
         default=3, ge=1, le=7, description="Characters (UTF-8 bytes) per shingle."
     )

@@ -5,13 +5,17 @@
    part of every bucket key, so remakes (same title, another year) are never compared.
 3. Candidates: MinHash + LSH banding (default) or SimHash bit-block buckets.
 4. Confirmation: exact shingle Jaccard ≥ ``jaccard_threshold`` (MinHash) or Hamming
-   distance ≤ ``max_hamming`` (SimHash); optionally a least co-interaction overlap.
+   distance ≤ ``max_hamming`` (SimHash); the same numbers in both texts
+   (``match_numbers``: "Item 12" is not "Item 123"); optionally a least co-interaction
+   overlap.
 5. Groups: connected components of the confirmed pairs. Canonical id: the member with the
    most interactions, ties → the smallest id (numerically when ids are numbers).
 """
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +27,14 @@ from catalogue.config import DuplicateConfig
 from catalogue.minhash import combine_keys, lsh_candidates, minhash_signatures
 from catalogue.simhash import BITS, hamming, simhash64, simhash_candidates
 from catalogue.text import jaccard, normalise_title, shingle_matrix, shingle_set
+
+_NUMBER = re.compile(r"\d+")
+
+
+def _numbers(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Each text's numbers ("12 3"), and their CRC-32 as a [n] uint64 blocking key."""
+    found = [" ".join(_NUMBER.findall(t)) for t in texts]
+    return found, np.array([zlib.crc32(f.encode()) for f in found], dtype=np.uint64)
 
 
 class DuplicateInputError(ValueError):
@@ -120,6 +132,11 @@ def find_duplicates(
     sub_texts = [texts[r] for r in rows]
     codes, valid = shingle_matrix(sub_texts, config.shingle_size, config.max_text_bytes)
     sub_block = block[rows]
+    numbers: list[str] = []
+    if config.match_numbers:
+        # In the bucket key: pairs with other numbers are not even candidates.
+        numbers, number_key = _numbers(sub_texts)
+        sub_block = combine_keys(np.column_stack([sub_block, number_key]))
 
     similarity: np.ndarray
     if config.method == "minhash":
@@ -145,6 +162,11 @@ def find_duplicates(
         distance = hamming(fingerprints[left], fingerprints[right])
         similarity = 1.0 - distance / BITS
         keep = distance <= config.max_hamming
+    if config.match_numbers:  # CRC-32 keys may collide; the strings decide
+        keep &= np.array(
+            [numbers[a] == numbers[b] for a, b in zip(left.tolist(), right.tolist(), strict=True)],
+            dtype=bool,
+        )
     left, right, similarity = rows[left[keep]], rows[right[keep]], similarity[keep]
 
     counts: dict[str, int] = {}

@@ -6,7 +6,10 @@ fields below, which ``tests/integration`` pins against what training really writ
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,20 @@ from typing import Any
 import numpy as np
 
 from artifacts.checksums import MANIFEST_NAME, verify_files
-from artifacts.errors import InvalidArtifact
+from artifacts.errors import ArtifactError, ArtifactNotFound, ChecksumMismatch, InvalidArtifact
+from artifacts.store import ArtifactStore
+from catalogue.canonical_map import (
+    DUPLICATES_FILE,
+    EMPTY_MAP,
+    CanonicalMap,
+    CanonicalMapError,
+    read_canonical_map,
+)
+
+log = logging.getLogger(__name__)
 
 MODEL_SCHEMA = "recall.model/v1"
+MODEL_KIND = "models"
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,11 @@ class ModelArtifact:
     def popular_items(self) -> list[dict[str, Any]]:
         return list(json.loads((self.path / "popular_items.json").read_text()))
 
+    def canonical_map(self) -> CanonicalMap:
+        """The duplicate groups training merged (duplicates.json; empty for models made
+        before the map existed). Raises CanonicalMapError when the file is malformed."""
+        return read_canonical_map(self.path)
+
 
 def open_model_artifact(path: Path, *, verify: bool = True) -> ModelArtifact:
     """Read the manifest and (by default) check every file's size and SHA-256.
@@ -70,3 +89,84 @@ def open_model_artifact(path: Path, *, verify: bool = True) -> ModelArtifact:
     if verify:
         verify_files(path, manifest["files"])
     return ModelArtifact(path=path, manifest=manifest)
+
+
+def fetch_canonical_map(store: ArtifactStore, model_version: str) -> CanonicalMap:
+    """``models/<model_version>/duplicates.json`` from ``store``, reading only the manifest
+    and that file (not the whole artifact: a recall server needs nothing else of it), its
+    size and SHA-256 checked against the manifest; the manifest's signature too when the
+    store has trusted keys.
+
+    Returns the empty map when the model lists no such file (published before the map).
+
+    Raises:
+        ArtifactNotFound: no such model in the store.
+        ArtifactError: unsigned/untrusted manifest, checksum mismatch, malformed file.
+    """
+    if store.trusted_keys is not None:
+        store.verify_signature(MODEL_KIND, model_version, store.trusted_keys)
+    base = store.uri(MODEL_KIND, model_version)
+    try:
+        manifest = json.loads(store.fs.cat_file(f"{base}/{MANIFEST_NAME}"))
+    except FileNotFoundError as exc:
+        raise ArtifactNotFound(f"{MODEL_KIND}/{model_version} is not in {store.root}") from exc
+    except ValueError as exc:
+        raise InvalidArtifact(f"{MODEL_KIND}/{model_version}: unreadable manifest") from exc
+    entry = next((f for f in manifest.get("files", []) if f.get("path") == DUPLICATES_FILE), None)
+    if entry is None:
+        return EMPTY_MAP
+    try:
+        raw = store.fs.cat_file(f"{base}/{DUPLICATES_FILE}")
+    except FileNotFoundError as exc:
+        raise ChecksumMismatch(f"{DUPLICATES_FILE}: listed in the manifest but missing") from exc
+    if len(raw) != entry["size"] or hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        raise ChecksumMismatch(
+            f"{MODEL_KIND}/{model_version}/{DUPLICATES_FILE} differs from its manifest entry"
+        )
+    try:
+        return CanonicalMap.from_json(json.loads(raw), f"{MODEL_KIND}/{model_version}")
+    except (ValueError, CanonicalMapError) as exc:
+        raise InvalidArtifact(str(exc)) from exc
+
+
+class CanonicalMaps:
+    """Canonical-id maps by model version, read once each (``fetch_canonical_map``).
+
+    A map that cannot be read (model missing from the store, checksum mismatch) is logged
+    as an error and replaced by the empty map: the index holds canonical ids only, so the
+    server keeps answering with distinct items; only exclusions of non-canonical ids stop
+    covering their canonical copy until the model is fixed and the index reloaded.
+    """
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self._maps: dict[str, CanonicalMap] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, model_version: str) -> CanonicalMap | None:
+        """The map if already read, else None (no I/O: safe on the event loop)."""
+        return self._maps.get(model_version)
+
+    def get(self, model_version: str) -> CanonicalMap:
+        """The map of ``model_version``, read on first use (blocking I/O)."""
+        found = self._maps.get(model_version)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._maps.get(model_version)
+            if found is None:
+                try:
+                    found = fetch_canonical_map(self.store, model_version)
+                except ArtifactNotFound as exc:  # e.g. an index copied without its model
+                    log.warning("model %s: no canonical-id map (%s)", model_version, exc)
+                    found = EMPTY_MAP
+                except (ArtifactError, OSError) as exc:
+                    log.error(
+                        "model %s: canonical-id map unavailable (%s); serving without it",
+                        model_version,
+                        exc,
+                    )
+                    found = EMPTY_MAP
+                # Old versions stay small (a few KB each) and bounded by the loads done.
+                self._maps[model_version] = found
+        return found

@@ -11,6 +11,10 @@ Degraded answers: when the user-vector read fails or times out, or the circuit b
 open, every query of the call gets the popular items (minus its explicit exclusions; the
 history cannot be read) marked ``FALLBACK_DEGRADED`` with the reason, unless the failure
 mode is ``unavailable`` (then the call fails with BackendUnavailable).
+
+Duplicate items: the serving model's canonical-id map (duplicates.json) folds every id of
+``exclude_item_ids`` and of the seen list into its canonical id, and answers carry
+canonical ids only, each once: excluding either copy of a film excludes both.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
@@ -29,6 +33,7 @@ from serving.circuit_breaker import CircuitBreaker
 from serving.errors import BackendUnavailable, InvalidRequest, RecallError
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
+from serving.model_artifact import CanonicalMaps
 from serving.user_vectors import UserState, UserVectorStore
 
 MAX_USER_ID_BYTES = 512
@@ -97,15 +102,24 @@ def validate_query(
 
 
 def select_candidates(
-    ids: np.ndarray, scores: np.ndarray, item_ids: Sequence[str], exclude: frozenset[str], k: int
+    ids: np.ndarray,
+    scores: np.ndarray,
+    item_ids: Sequence[str],
+    exclude: frozenset[str],
+    k: int,
+    aliases: Mapping[str, str] | None = None,
 ) -> list[tuple[str, float]]:
     """First ``k`` results of one search row that are valid (id ≥ 0), not excluded, not
-    repeated. ids, scores: [n] from Faiss, best first."""
+    repeated. ids, scores: [n] from Faiss, best first. ``aliases`` (non-canonical id →
+    canonical id): results are named by canonical id, so two copies count as one item
+    (``exclude`` must hold canonical ids then)."""
     if not exclude and len(ids) <= k:
         # Fast path of most calls: a Faiss row holds each internal id at most once, so
         # without exclusions only the -1 padding (missing results) goes.
         valid = ids >= 0
         names = [item_ids[i] for i in ids[valid].tolist()]
+        if aliases:
+            names = [aliases.get(n, n) for n in names]
         if len(set(names)) == len(names):  # external ids distinct too (always, in practice)
             return list(zip(names, scores[valid].tolist(), strict=True))
     chosen: list[tuple[str, float]] = []
@@ -114,6 +128,8 @@ def select_candidates(
         if internal < 0:
             continue
         item = item_ids[internal]
+        if aliases:
+            item = aliases.get(item, item)
         if item in exclude or item in seen:
             continue
         seen.add(item)
@@ -124,9 +140,24 @@ def select_candidates(
 
 
 def fallback_candidates(
-    popular: Sequence[tuple[str, float]], exclude: frozenset[str], k: int
+    popular: Sequence[tuple[str, float]],
+    exclude: frozenset[str],
+    k: int,
+    aliases: Mapping[str, str] | None = None,
 ) -> list[tuple[str, float]]:
-    """The ``k`` most popular items not excluded (fewer if the list runs out)."""
+    """The ``k`` most popular items not excluded (fewer if the list runs out); with
+    ``aliases``, named by canonical id and each once."""
+    if aliases:
+        chosen: list[tuple[str, float]] = []
+        seen: set[str] = set()
+        for item, score in popular:
+            item = aliases.get(item, item)
+            if item not in exclude and item not in seen:
+                seen.add(item)
+                chosen.append((item, score))
+                if len(chosen) == k:
+                    break
+        return chosen
     if not exclude:
         return list(popular[:k])
     return [(item, score) for item, score in popular if item not in exclude][:k]
@@ -145,11 +176,14 @@ class RecallEngine:
         breaker: CircuitBreaker | None = None,
         failure_mode: FailureMode = "unavailable",
         inline_search_codes: int = 0,
+        canonical_maps: CanonicalMaps | None = None,
     ) -> None:
         """``breaker``: guards the Redis reads (None: every call asks Redis).
         ``failure_mode``: what a failed read gives, degraded answers ("fallback") or
         BackendUnavailable ("unavailable"). ``inline_search_codes``: searches expected to
-        scan at most this many PQ codes run on the event loop, larger ones in a thread."""
+        scan at most this many PQ codes run on the event loop, larger ones in a thread.
+        ``canonical_maps``: duplicate maps by model version (default: read from the
+        holder's artifact store, ``models/<version>/duplicates.json``)."""
         self.holder = holder
         self.vectors = vectors
         self.max_k = max_k
@@ -159,6 +193,7 @@ class RecallEngine:
         self.breaker = breaker
         self.failure_mode = failure_mode
         self.inline_search_codes = inline_search_codes
+        self.canonical_maps = canonical_maps or CanonicalMaps(holder.store)
 
     def validate(self, query: RecallQuery) -> None:
         """Raises InvalidRequest for a query out of this server's bounds."""
@@ -186,21 +221,30 @@ class RecallEngine:
         one result or error per query, in order. Errors that concern every query (no
         index, Redis down in ``unavailable`` mode) are raised."""
         loaded = self.holder.current()
+        canonical = self.canonical_maps.cached(loaded.model_version)
+        if canonical is None:  # first call on this model: one small read, off the loop
+            canonical = await asyncio.to_thread(self.canonical_maps.get, loaded.model_version)
         states, degraded = await self._read_users(loaded, queries)
-        # The seen filter is one more exclusion: from here on, history ∪ exclude_item_ids.
+        # The seen filter is one more exclusion: from here on, history ∪ exclude_item_ids,
+        # each id folded into its canonical id (the index holds canonical ids only).
         queries = [
-            dataclasses.replace(q, exclude=q.exclude | frozenset(s.history)) if s.history else q
+            dataclasses.replace(
+                q, exclude=canonical.canonical_set(q.exclude | frozenset(s.history))
+            )
+            if s.history or (canonical.groups and q.exclude)
+            else q
             for q, s in zip(queries, states, strict=True)
         ]
+        aliases = canonical.aliases if canonical.groups else None
         with_vector = [i for i, s in enumerate(states) if s.vector is not None]
         found: dict[int, list[tuple[str, float]]] = {}
         if with_vector:
             matrix = np.stack([states[i].vector for i in with_vector])  # type: ignore[misc]
             batch = [queries[i] for i in with_vector]
             if self._inline(loaded, batch):
-                rows = self._search(loaded, matrix, batch)
+                rows = self._search(loaded, matrix, batch, aliases)
             else:
-                rows = await asyncio.to_thread(self._search, loaded, matrix, batch)
+                rows = await asyncio.to_thread(self._search, loaded, matrix, batch, aliases)
             found = dict(zip(with_vector, rows, strict=True))
         results: list[RecallResult | RecallError] = []
         for i, (query, state) in enumerate(zip(queries, states, strict=True)):
@@ -215,7 +259,7 @@ class RecallEngine:
             else:
                 results.append(
                     RecallResult(
-                        fallback_candidates(loaded.popular, query.exclude, query.k),
+                        fallback_candidates(loaded.popular, query.exclude, query.k, aliases),
                         loaded.model_version,
                         loaded.index_version,
                         Source.FALLBACK_DEGRADED if degraded else Source.FALLBACK,
@@ -283,7 +327,11 @@ class RecallEngine:
         return loaded.search(matrix, depth, nprobe)
 
     def _search(
-        self, loaded: LoadedIndex, matrix: np.ndarray, queries: Sequence[RecallQuery]
+        self,
+        loaded: LoadedIndex,
+        matrix: np.ndarray,
+        queries: Sequence[RecallQuery],
+        aliases: Mapping[str, str] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Blocking: one Faiss search per group of queries with equal (depth, nprobe,
         refine factor) — usually a single group — then a wider per-query search for any
@@ -302,12 +350,16 @@ class RecallEngine:
             scores, ids = self._search_rows(loaded, block, depth, nprobe, refine_factor)
             for j, r in enumerate(members):
                 query = queries[r]
-                row = select_candidates(ids[j], scores[j], loaded.item_ids, query.exclude, query.k)
+                row = select_candidates(
+                    ids[j], scores[j], loaded.item_ids, query.exclude, query.k, aliases
+                )
                 wanted = min(query.k, loaded.item_count - excluded[r])
                 if len(row) < wanted:
                     s2, i2 = self._search_rows(
                         loaded, matrix[r : r + 1], depth, loaded.manifest.nlist, refine_factor
                     )
-                    row = select_candidates(i2[0], s2[0], loaded.item_ids, query.exclude, query.k)
+                    row = select_candidates(
+                        i2[0], s2[0], loaded.item_ids, query.exclude, query.k, aliases
+                    )
                 rows[r] = row
         return rows

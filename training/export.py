@@ -13,6 +13,10 @@ Directory layout (one immutable version in the artifact store, kind ``models``):
     item_vectors.npy     [n_items, dim] float32, unit norm; row i belongs to item_ids.json[i]
     item_ids.json        list of external item ids
     popular_items.json   [{"item_id", "count"}] most-interacted items first (fallback list)
+    duplicates.json      the canonical-id map: duplicate item groups found before training,
+                         each folded into its canonical id (``catalogue.canonical_map``);
+                         item_ids.json holds canonical ids only. Always written (no groups:
+                         an empty list), always covered by the manifest's checksums
     metrics.json         validation (second-to-last item) and test (last item) metrics,
                          chosen epoch, examples/s, popularity baseline
     training_curve.json  [{"stage", "epoch", "loss", "val_recall@10", …}] per epoch
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from artifacts.checksums import MANIFEST_NAME, FileEntry, list_files
 from artifacts.store import ArtifactStore
+from catalogue.canonical_map import EMPTY_MAP, CanonicalMap, write_canonical_map
 from training.config import TrainConfig
 from training.model import UserTower
 from training.train import TrainedModel
@@ -63,6 +68,7 @@ class ModelManifest(BaseModel):
     features: dict[str, list[dict[str, Any]]]
     train_config: dict[str, Any]
     metrics: dict[str, float]
+    duplicate_groups: int = 0  # groups in duplicates.json (0 for models before the map)
     files: list[FileEntry]
 
 
@@ -95,9 +101,16 @@ def export_user_tower(tower: UserTower, path: Path) -> None:
 
 
 def write_model_dir(
-    model: TrainedModel, config: TrainConfig, out_dir: Path, model_version: str, data_source: str
+    model: TrainedModel,
+    config: TrainConfig,
+    out_dir: Path,
+    model_version: str,
+    data_source: str,
+    canonical: CanonicalMap = EMPTY_MAP,
 ) -> ModelManifest:
-    """Write every file of the artifact into ``out_dir`` (which must be empty) + manifest."""
+    """Write every file of the artifact into ``out_dir`` (which must be empty) + manifest.
+
+    ``canonical``: the duplicate groups merged before training (duplicates.json)."""
     user_vectors = model.user_vectors()
     item_vectors = model.item_vectors()
     np.save(out_dir / "user_vectors.npy", user_vectors.astype("<f4"))
@@ -111,6 +124,7 @@ def write_model_dir(
     )
     _write_json(out_dir / "metrics.json", model.metrics)
     _write_json(out_dir / "training_curve.json", model.curve)
+    write_canonical_map(out_dir, canonical)
     export_user_tower(model.user_tower, out_dir / "user_tower")
     manifest = ModelManifest(
         model_version=model_version,
@@ -134,6 +148,7 @@ def write_model_dir(
         },
         train_config=config.model_dump(),
         metrics=model.metrics,
+        duplicate_groups=len(canonical),
         files=list_files(out_dir),
     )
     _write_json(out_dir / MANIFEST_NAME, manifest.model_dump())
@@ -148,15 +163,17 @@ def publish_model(
     data_source: str,
     *,
     set_latest: bool = True,
+    canonical: CanonicalMap = EMPTY_MAP,
 ) -> str:
     """Write the artifact to a local staging directory, then publish it atomically.
 
     ``set_latest``: also move ``models/LATEST`` to it. The pipeline publishes without,
     and the model gate (``artifacts.model_gate``) moves LATEST once the model passed.
+    ``canonical``: the duplicate groups merged before training, written as duplicates.json.
 
     Returns:
         The published artifact's URI.
     """
     with tempfile.TemporaryDirectory(prefix="recall-model-") as tmp:
-        write_model_dir(model, config, Path(tmp), model_version, data_source)
+        write_model_dir(model, config, Path(tmp), model_version, data_source, canonical)
         return store.publish(MODEL_KIND, model_version, Path(tmp), set_latest=set_latest)

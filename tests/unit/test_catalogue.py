@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from artifacts.checksums import MANIFEST_NAME, list_files
+from artifacts.errors import ChecksumMismatch
+from artifacts.store import ArtifactStore
 from catalogue.canonical_map import (
     DUPLICATES_FILE,
     CanonicalMap,
@@ -36,6 +40,9 @@ from catalogue.minhash import (
 from catalogue.simhash import hamming, simhash64, simhash_candidates
 from catalogue.text import jaccard, normalise_title, shingle_matrix, shingle_set
 from recall_cli import paths
+from serving.model_artifact import CanonicalMaps, fetch_canonical_map
+from serving.recall_engine import fallback_candidates, select_candidates
+from tests.unit.helpers import write_model_artifact
 from training.data import ml100k
 
 # --- text --------------------------------------------------------------------------------
@@ -184,7 +191,8 @@ def test_find_duplicates_groups_canonical_and_reason() -> None:
         ]
     )
     interactions = pd.DataFrame({"user_id": ["a", "b", "c", "a"], "item_id": ["2", "2", "1", "10"]})
-    for method in ("minhash", "simhash"):
+    methods: tuple[Literal["minhash", "simhash"], ...] = ("minhash", "simhash")
+    for method in methods:
         cm = find_duplicates(items, DuplicateConfig(method=method), interactions)
         assert len(cm) == 1, method
         (group,) = cm.groups
@@ -196,6 +204,18 @@ def test_find_duplicates_groups_canonical_and_reason() -> None:
     # Ties in interactions → the smallest id; missing years merge only when asked to.
     cm = find_duplicates(items, DuplicateConfig(merge_missing_blocks=True))
     assert [g.item_ids for g in cm.groups] == [("1", "2", "10"), ("5", "6")]
+
+
+def test_different_numbers_are_never_merged() -> None:
+    items = _table(
+        [
+            ("1", "Synthetic item 12", 2000),
+            ("2", "Synthetic item 123", 2000),
+            ("3", "Item 12", 2000),
+        ]
+    )
+    assert len(find_duplicates(items, DuplicateConfig(match_numbers=False))) == 1  # J = 0.94
+    assert len(find_duplicates(items)) == 0
 
 
 def test_co_interaction_confirmation_rejects_pairs_without_shared_users() -> None:
@@ -301,7 +321,7 @@ def ml100k_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.mark.parametrize("method", ["minhash", "simhash"])
 def test_ml100k_finds_exactly_the_labelled_18_groups(
-    ml100k_tables: tuple[pd.DataFrame, pd.DataFrame], method: str
+    ml100k_tables: tuple[pd.DataFrame, pd.DataFrame], method: Literal["minhash", "simhash"]
 ) -> None:
     items, interactions = ml100k_tables
     cm = find_duplicates(items, DuplicateConfig(method=method), interactions)
@@ -311,3 +331,52 @@ def test_ml100k_finds_exactly_the_labelled_18_groups(
         assert titles[a] == titles[b]
         assert cm.canonical(a) != cm.canonical(b), f"remake {titles[a]} merged"
     assert all(g.reason.startswith("title") and "year 19" in g.reason for g in cm.groups)
+
+
+# --- serving: the map read from a model artifact, and applied to answers -----------------
+
+
+def _publish_model_with_map(tmp_path: Path, canonical: CanonicalMap) -> ArtifactStore:
+    staging = tmp_path / "staging" / "20260101T000000Z-dup001"
+    write_model_artifact(staging, n_items=30, n_users=5, dim=4, model_version=staging.name)
+    write_canonical_map(staging, canonical)
+    doc = json.loads((staging / MANIFEST_NAME).read_text())
+    doc["files"] = list_files(staging)
+    (staging / MANIFEST_NAME).write_text(json.dumps(doc))
+    store = ArtifactStore(tmp_path / "artifacts")
+    store.publish("models", staging.name, staging)
+    return store
+
+
+def test_fetch_canonical_map_checks_the_manifest_checksum(tmp_path: Path) -> None:
+    cm = CanonicalMap((DuplicateGroup("item-1", ("item-1", "item-2"), "r", 1.0),))
+    store = _publish_model_with_map(tmp_path, cm)
+    version = "20260101T000000Z-dup001"
+    assert fetch_canonical_map(store, version).aliases == {"item-2": "item-1"}
+    assert CanonicalMaps(store).get(version).canonical("item-2") == "item-1"
+    path = store.local_dir("models", version) / DUPLICATES_FILE
+    path.write_text(path.read_text().replace("item-2", "item-3"))
+    with pytest.raises(ChecksumMismatch, match=r"duplicates\.json differs"):
+        fetch_canonical_map(store, version)
+    # A server keeps answering (without the map) rather than failing every call.
+    assert CanonicalMaps(store).get(version).groups == ()
+    assert CanonicalMaps(store).get("20260101T000000Z-absent").groups == ()
+
+
+def test_answers_carry_canonical_ids_once_and_exclusions_cover_both_copies() -> None:
+    item_ids = ["a", "b", "b2", "c"]  # b2 is a copy of b
+    aliases = {"b2": "b"}
+    ids, scores = np.array([2, 1, 0, 3, -1]), np.array([0.9, 0.8, 0.7, 0.6, 0.0])
+    assert select_candidates(ids, scores, item_ids, frozenset(), 5, aliases) == [
+        ("b", 0.9),
+        ("a", 0.7),
+        ("c", 0.6),
+    ]
+    assert select_candidates(ids[:2], scores[:2], item_ids, frozenset(), 5, aliases) == [("b", 0.9)]
+    assert select_candidates(ids, scores, item_ids, frozenset({"b"}), 2, aliases) == [
+        ("a", 0.7),
+        ("c", 0.6),
+    ]
+    popular = [("b2", 0.5), ("b", 0.3), ("a", 0.2)]
+    assert fallback_candidates(popular, frozenset(), 3, aliases) == [("b", 0.5), ("a", 0.2)]
+    assert fallback_candidates(popular, frozenset({"b"}), 3, aliases) == [("a", 0.2)]
