@@ -19,7 +19,13 @@ import redis
 from prometheus_client import REGISTRY
 
 from artifacts.checksums import MANIFEST_NAME, SIGNATURE_NAME
-from artifacts.signing import KeyPairFiles, ManifestSigner, TrustedKeys, generate_keypair
+from artifacts.signing import (
+    SIGNING_KEY_ENV,
+    KeyPairFiles,
+    ManifestSigner,
+    TrustedKeys,
+    generate_keypair,
+)
 from artifacts.store import ArtifactStore
 from recall_cli.local_redis import LocalRedis
 from serving.client import RecallClient
@@ -251,6 +257,10 @@ def test_re_keyed_index_signed_by_a_second_trusted_key_is_accepted(
         assert client.load_index(rekeyed).index_version == rekeyed
         assert client.status().index_version == rekeyed
         assert client.recall(store.user_id, 5).index_version == rekeyed
+        # Checks stay on: a key outside the two is still refused.
+        foreign = index_copy(store, "99990103T000000Z-rogue0", store.rogue)
+        assert store.rogue.key_id in refused(client, foreign)
+        assert client.status().index_version == rekeyed
 
 
 def test_self_repair_refuses_user_vectors_of_an_unsigned_model(
@@ -288,3 +298,30 @@ def test_recall_keys_sign_and_verify(store: Signed, tmp_path: Path) -> None:
     assert signed.returncode == 0, signed.stderr
     again = run_cli(["keys", "verify", unsigned, *common, "--trusted-keys-dir", keys], home)
     assert again.returncode == 0, again.stderr
+
+
+def test_build_index_task_signs_with_the_key_in_the_environment(
+    store: Signed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving import tasks
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(store.new.private_key))
+    artifacts = ArtifactStore(store.root)
+    uri = tasks.build_index(artifacts.uri("models", MODEL_VERSION), min_recall=0.0, allow_gpu=False)
+    version = Path(uri).name
+    assert version != store.index_version
+    trusted = TrustedKeys.from_dir(Path(trust(tmp_path, store.new)))
+    assert artifacts.verify_signature("indexes", version, trusted) == store.new.key_id
+
+
+def test_train_task_reads_the_signing_key_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from artifacts.signing import SigningKeyError
+    from training import tasks
+
+    missing = tmp_path / "missing.key"
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(missing))
+    # No data directory either: the key must be what fails, seconds before any training.
+    with pytest.raises(SigningKeyError, match=f"cannot read signing key {missing}"):
+        tasks.train(tmp_path / "no-data", str(tmp_path / "artifacts"))
