@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from recall_cli import artifact_commands as stages
+from recall_cli import catalogue_commands as catalogue
 from recall_cli import evaluation_commands, key_commands
 from recall_cli import freshness_commands as freshness
 from recall_cli import release_commands as release
@@ -32,6 +33,7 @@ app.command("load-index")(serving.load_index)
 app.add_typer(serving.redis_app, name="redis")
 app.add_typer(freshness.interactions_app, name="interactions")
 app.command()(freshness.refresher)
+app.add_typer(catalogue.items_app, name="items")
 app.add_typer(key_commands.keys_app, name="keys")
 app.add_typer(release.release_app, name="release")
 
