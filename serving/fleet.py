@@ -229,12 +229,16 @@ class MemberConnection:
                 answer = stub.Recall(request, timeout=self.rpc_timeout_s)
             except grpc.RpcError as exc:
                 raise ShipFailed(f"probe for user {user}: {_rpc_error(exc)}") from exc
-            source = recall_pb2.Source.Name(answer.source)
-            if answer.index_version != version or answer.source != recall_pb2.SOURCE_USER_VECTOR:
+            if answer.index_version != version:
                 raise ShipFailed(
-                    f"probe for user {user} answered from index {answer.index_version} "
-                    f"with {source} (want {version}, SOURCE_USER_VECTOR: are the model's "
-                    "user vectors in Redis?)"
+                    f"probe for user {user} answered from index {answer.index_version}, "
+                    f"not {version} (did something else load an index meanwhile?)"
+                )
+            if answer.source != recall_pb2.SOURCE_USER_VECTOR:
+                source = recall_pb2.Source.Name(answer.source)
+                raise ShipFailed(
+                    f"probe for user {user} answered {source}, not SOURCE_USER_VECTOR "
+                    "(are the model's user vectors in Redis?)"
                 )
             if not answer.candidates:
                 raise ShipFailed(f"probe for user {user} returned no candidates")

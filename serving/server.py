@@ -500,19 +500,23 @@ class RecallServer:
         return self.holder.resolve(held.version if held else None)
 
     async def _watch_latest(self) -> None:
-        """Hot-swap to a newly published LATEST, or to the pinned version while a pin is
-        set (a rollback must hold across polls); a failed load keeps the old index."""
-        failed: str | None = None
+        """Hot-swap when the store's target moves: a newly promoted LATEST, or a pin set or
+        removed (a rollback must hold across polls). Edge-triggered: a version loaded over
+        RecallAdmin (a ship's canary) is left alone until the target moves again, so push
+        (serving.fleet) and pull never fight. A failed load keeps the old index."""
+        loaded = self.holder.current_or_none()
+        seen: str | None = loaded.index_version if loaded else None
         while True:
             await asyncio.sleep(self.settings.watch_interval_s)
-            latest: str | None = None
             try:
-                latest = await asyncio.to_thread(self._wanted_index)
+                wanted = await asyncio.to_thread(self._wanted_index)
+                if wanted == seen:
+                    continue
+                seen = wanted  # tried once per move: a broken version is not retried
                 current = self.holder.current_or_none()
-                if latest != failed and (current is None or current.index_version != latest):
-                    await self.load_index(latest)
+                if current is None or current.index_version != wanted:
+                    await self.load_index(wanted)
             except RecallError as exc:
-                failed = latest  # do not retry a broken version every interval
                 log.error("index watcher: %s (still serving the previous index)", exc)
             except Exception:
                 log.exception("index watcher failed; retrying")
