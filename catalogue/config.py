@@ -13,9 +13,10 @@ class DuplicateConfig(BaseModel):
     """How `find_duplicates` compares items: which columns, which method, which thresholds.
 
     Defaults suit film/product titles: character 3-shingles of the normalised title,
-    MinHash with 20 bands × 5 rows (a pair at Jaccard 0.8 becomes a candidate with
-    probability 0.9996, one at 0.4 with 0.19), confirmed at exact Jaccard ≥ 0.9, and the
-    release year as a blocking attribute (remakes share a title but never a year).
+    MinHash with 12 bands × 5 rows (a pair at Jaccard 0.9 becomes a candidate with
+    probability 0.99998, at 0.8 with 0.992, at 0.5 with 0.32), confirmed at exact
+    Jaccard ≥ 0.9 and equal numbers, and the release year as a blocking attribute
+    (remakes share a title but never a year).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,7 +52,7 @@ class DuplicateConfig(BaseModel):
     max_text_bytes: int = Field(
         default=96, ge=8, le=1024, description="Normalised text beyond this many bytes is ignored."
     )
-    bands: int = Field(default=20, ge=1, le=256, description="LSH bands (MinHash).")
+    bands: int = Field(default=12, ge=1, le=256, description="LSH bands (MinHash).")
     rows: int = Field(default=5, ge=1, le=64, description="Signature values per band (MinHash).")
     jaccard_threshold: float = Field(
         default=0.9,

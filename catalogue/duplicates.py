@@ -26,7 +26,7 @@ from catalogue.canonical_map import CanonicalMap, DuplicateGroup
 from catalogue.config import DuplicateConfig
 from catalogue.minhash import combine_keys, lsh_candidates, minhash_signatures
 from catalogue.simhash import BITS, hamming, simhash64, simhash_candidates
-from catalogue.text import jaccard, normalise_title, shingle_matrix, shingle_set
+from catalogue.text import jaccard, normalise_title, shingle_set, shingles
 
 _NUMBER = re.compile(r"\d+")
 
@@ -91,14 +91,6 @@ def _components(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
     return [sorted(g) for g in groups.values()]
 
 
-def _describe_block(items: pd.DataFrame, columns: Sequence[str], row: int) -> str:
-    values = []
-    for column in columns:
-        value = items[column].iloc[row]
-        values.append(f"{column} {value}")
-    return ", ".join(values)
-
-
 def find_duplicates(
     items: pd.DataFrame,
     config: DuplicateConfig | None = None,
@@ -130,7 +122,7 @@ def find_duplicates(
     eligible = np.array([bool(t) for t in texts]) & (present | config.merge_missing_blocks)
     rows = np.flatnonzero(eligible)
     sub_texts = [texts[r] for r in rows]
-    codes, valid = shingle_matrix(sub_texts, config.shingle_size, config.max_text_bytes)
+    shingled = shingles(sub_texts, config.shingle_size, config.max_text_bytes)
     sub_block = block[rows]
     numbers: list[str] = []
     if config.match_numbers:
@@ -140,7 +132,7 @@ def find_duplicates(
 
     similarity: np.ndarray
     if config.method == "minhash":
-        signatures = minhash_signatures(codes, valid, config.num_perm, config.seed)
+        signatures = minhash_signatures(shingled, config.num_perm, config.seed)
         left, right = lsh_candidates(
             signatures, config.bands, config.rows, sub_block, config.max_bucket_neighbours
         )
@@ -155,7 +147,7 @@ def find_duplicates(
         )
         keep = similarity >= config.jaccard_threshold
     else:
-        fingerprints = simhash64(codes, valid)
+        fingerprints = simhash64(shingled)
         left, right = simhash_candidates(
             fingerprints, config.max_hamming, sub_block, config.max_bucket_neighbours
         )
@@ -184,22 +176,29 @@ def find_duplicates(
             )
             ok = overlap >= config.min_co_interaction
             left, right, similarity = left[ok], right[ok], similarity[ok]
-    pair_similarity = {
-        (a, b): s
-        for a, b, s in zip(left.tolist(), right.tolist(), similarity.tolist(), strict=True)
-    }
+    pairs = list(zip(left.tolist(), right.tolist(), strict=True))
+    components = _components(pairs)
+    component_of = {row: c for c, members in enumerate(components) for row in members}
+    # The group's similarity is its weakest confirmed link.
+    weakest = [1.0] * len(components)
+    for (a, _), s in zip(pairs, similarity.tolist(), strict=True):
+        c = component_of[a]
+        weakest[c] = min(weakest[c], s)
+    block_values = [items[column].tolist() for column in config.block_columns]
     groups = []
     label = "+".join(config.text_columns)
-    for members in _components(list(pair_similarity)):
+    for members, worst in zip(components, weakest, strict=True):
         member_ids = [ids[r] for r in members]
         canonical = min(member_ids, key=lambda i: (-counts.get(i, 0), _id_order(i)))
         others = sorted((i for i in member_ids if i != canonical), key=_id_order)
-        worst = min(s for (a, b), s in pair_similarity.items() if a in members)
         if config.method == "minhash":
             measure = f"{label} jaccard {worst:.2f}"
         else:
             measure = f"{label} simhash distance {round((1 - worst) * BITS)}/{BITS}"
-        block_text = _describe_block(items, config.block_columns, members[0])
+        block_text = ", ".join(
+            f"{column} {values[members[0]]}"
+            for column, values in zip(config.block_columns, block_values, strict=True)
+        )
         groups.append(
             DuplicateGroup(
                 canonical_id=canonical,

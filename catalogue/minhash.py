@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from catalogue.text import Shingles
+
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -29,29 +31,36 @@ def hash_parameters(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minhash_signatures(
-    codes: np.ndarray, valid: np.ndarray, num_perm: int, seed: int, chunk: int = 65_536
+    shingled: Shingles, num_perm: int, seed: int, chunk: int = 4_000_000
 ) -> np.ndarray:
-    """MinHash signatures of each row's valid shingles.
+    """MinHash signatures of each text's shingles.
 
     Args:
-        codes: [n, w] uint64 shingle codes; valid: [n, w] bool (``text.shingle_matrix``).
+        shingled: flattened shingles of n texts (``text.shingles``).
+        chunk: shingles hashed per step (bounds the temporary arrays: 8 bytes each).
     Returns:
-        [n, num_perm] uint32. A row without any valid shingle gets 0xFFFFFFFF everywhere
+        [n, num_perm] uint32. A text without shingles gets 0xFFFFFFFF everywhere
         (callers drop such rows: an empty text is nobody's duplicate).
     """
     a, b = hash_parameters(num_perm, seed)
-    n = codes.shape[0]
+    offsets, codes = shingled.offsets, shingled.codes
+    n = len(offsets) - 1
     out = np.full((n, num_perm), 0xFFFFFFFF, dtype=np.uint32)
-    for start in range(0, n, chunk):
-        block = codes[start : start + chunk]
-        ok = valid[start : start + chunk]
-        # Invalid positions repeat the row's first shingle: the minimum is unchanged and
-        # no mask is needed inside the per-function loop.
-        block = np.where(ok, block, block[:, :1])
-        has_any = ok.any(axis=1)
-        for p in range(num_perm):
-            hashed = (block * a[p] + b[p]) >> np.uint64(32)
-            out[start : start + chunk, p] = np.where(has_any, hashed.min(axis=1), _MASK32)
+    row = 0
+    while row < n:
+        # Rows [row, end) whose shingles fit one chunk (at least one row per step).
+        end = max(row + 1, int(np.searchsorted(offsets, offsets[row] + chunk, side="right")) - 1)
+        end = min(end, n)
+        lo, hi = offsets[row], offsets[end]
+        counts = np.diff(offsets[row : end + 1])
+        rows = np.flatnonzero(counts > 0)
+        if rows.size:
+            block = codes[lo:hi]
+            starts = (offsets[row:end][rows] - lo).astype(np.int64)
+            for p in range(num_perm):
+                hashed = (block * a[p] + b[p]) >> np.uint64(32)
+                out[row + rows, p] = np.minimum.reduceat(hashed, starts)
+        row = end
     return out
 
 

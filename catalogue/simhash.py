@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 
 from catalogue.minhash import bucket_pairs, combine_keys, unique_pairs
+from catalogue.text import Shingles
 
 BITS = 64
 _SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -26,28 +27,27 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def simhash64(codes: np.ndarray, valid: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """SimHash of each row's valid shingles (every valid position weighs 1).
+def simhash64(shingled: Shingles) -> np.ndarray:
+    """SimHash of each text's shingles (every shingle occurrence weighs 1).
 
-    Args:
-        codes: [n, w] uint64 shingle codes; valid: [n, w] bool.
     Returns:
-        [n] uint64 fingerprints (0 for a row without shingles).
+        [n] uint64 fingerprints (0 for a text without shingles).
     """
-    n, width = codes.shape
-    out = np.zeros(n, dtype=np.uint64)
-    for start in range(0, n, chunk):
-        hashed = mix64(codes[start : start + chunk])
-        ok = valid[start : start + chunk]
-        # [rows, w, 64] bits, least significant first; votes = ones - zeros among valid.
-        bits = np.unpackbits(
-            hashed.astype("<u8").view(np.uint8).reshape(-1, width, 8), axis=2, bitorder="little"
-        )
-        ones = np.einsum("rwb,rw->rb", bits, ok.astype(np.uint8), dtype=np.int32)
-        set_bits = (2 * ones > ok.sum(axis=1, dtype=np.int32)[:, None]).astype(np.uint8)
-        out[start : start + chunk] = (
-            np.packbits(set_bits, axis=1, bitorder="little").view("<u8").ravel()
-        )
+    offsets = shingled.offsets
+    counts = np.diff(offsets)
+    rows = np.flatnonzero(counts > 0)
+    out = np.zeros(len(counts), dtype=np.uint64)
+    if rows.size == 0:
+        return out
+    hashed = mix64(shingled.codes)
+    starts = offsets[:-1][rows]
+    fingerprint = np.zeros(rows.size, dtype=np.uint64)
+    one = np.uint64(1)
+    for bit in range(BITS):
+        # Votes for bit `bit`: set in more than half of the text's shingles.
+        ones = np.add.reduceat((hashed >> np.uint64(bit)) & one, starts)
+        fingerprint |= (2 * ones > counts[rows]).astype(np.uint64) << np.uint64(bit)
+    out[rows] = fingerprint
     return out
 
 

@@ -2,6 +2,7 @@
 
 A shingle is ``k`` consecutive bytes of the UTF-8 normalised text, packed into one integer
 (``k`` ≤ 7, so it fits 56 bits); a text shorter than ``k`` is one shingle of itself.
+``shingle_set`` gives the same shingles as a Python set, for exact Jaccard on candidates.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence, Set
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,37 +43,46 @@ def normalise_title(title: str) -> str:
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
-def byte_matrix(texts: Sequence[str], max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of each text, truncated to ``max_bytes``.
+@dataclass(frozen=True)
+class Shingles:
+    """Every text's ``k``-shingles, flattened: row r owns ``codes[offsets[r]:offsets[r+1]]``.
 
-    Returns:
-        (bytes [n, max_bytes] uint8 zero-padded, lengths [n] int64).
+    ``codes``: [m] uint64, bytes j..j+k-1 of the UTF-8 text packed big-endian, in text
+    order (repeats kept: MinHash ignores them). ``offsets``: [n + 1] int64. An empty text
+    owns no shingle; a text shorter than ``k`` owns one (itself, zero-padded).
     """
-    encoded = np.array([t.encode("utf-8")[:max_bytes] for t in texts], dtype=f"S{max_bytes}")
-    matrix = encoded.view(np.uint8).reshape(len(texts), max_bytes)
-    lengths = np.char.str_len(encoded).astype(np.int64)
-    return matrix, lengths
+
+    codes: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        """[n] shingles per text."""
+        return np.diff(self.offsets)
 
 
-def shingle_matrix(texts: Sequence[str], k: int, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Character ``k``-shingles of every text, one row per text.
+def shingles(texts: Sequence[str], k: int, max_bytes: int) -> Shingles:
+    """Character ``k``-shingles of each text's first ``max_bytes`` UTF-8 bytes.
 
-    Returns:
-        (codes [n, w] uint64, valid [n, w] bool) with w = max(1, max_bytes - k + 1): code
-        (r, j) is bytes j..j+k-1 of text r packed big-endian; ``valid`` marks positions
-        inside the text. An empty text has no valid shingle.
+    One pass over the concatenated bytes: O(total length), no per-text Python loop beyond
+    the encoding.
     """
     if not 1 <= k <= MAX_SHINGLE_BYTES:
         raise ValueError(f"shingle size must be in 1..{MAX_SHINGLE_BYTES}, got {k}")
-    matrix, lengths = byte_matrix(texts, max(max_bytes, k))
-    width = matrix.shape[1] - k + 1
-    codes = np.zeros((len(texts), width), dtype=np.uint64)
-    for offset in range(k):
-        codes = (codes << np.uint64(8)) | matrix[:, offset : offset + width].astype(np.uint64)
-    positions = np.arange(width)[None, :]
-    # A text shorter than k keeps its first (zero-padded) window as its only shingle.
-    valid = (positions + k <= lengths[:, None]) | ((positions == 0) & (lengths[:, None] > 0))
-    return codes, valid
+    encoded = [t.encode("utf-8")[:max_bytes] for t in texts]
+    encoded = [e.ljust(k, b"\0") if 0 < len(e) < k else e for e in encoded]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    counts = np.maximum(lengths - k + 1, 0)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    # Position of shingle i in the buffer: its text's start + its rank within the text.
+    position = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], counts)
+    codes = np.zeros(len(position), dtype=np.uint64)
+    for o in range(k):
+        codes = (codes << np.uint64(8)) | buffer[position + o].astype(np.uint64)
+    return Shingles(codes, offsets)
 
 
 def shingle_set(text: str, k: int) -> frozenset[bytes]:

@@ -38,7 +38,7 @@ from catalogue.minhash import (
     minhash_signatures,
 )
 from catalogue.simhash import hamming, simhash64, simhash_candidates
-from catalogue.text import jaccard, normalise_title, shingle_matrix, shingle_set
+from catalogue.text import jaccard, normalise_title, shingle_set, shingles
 from recall_cli import paths
 from serving.model_artifact import CanonicalMaps, fetch_canonical_map
 from serving.recall_engine import fallback_candidates, select_candidates
@@ -64,13 +64,15 @@ def test_normalise_title(raw: str, normalised: str) -> None:
     assert normalise_title(raw) == normalised
 
 
-def test_shingle_matrix_matches_shingle_sets() -> None:
-    texts = ["abcd", "ab", "", "abcdabcd"]
-    codes, valid = shingle_matrix(texts, 3, 16)
-    assert valid.sum(axis=1).tolist() == [2, 1, 0, 6]
-    for row, text in enumerate(texts[:1] + texts[3:]):
-        r = 0 if row == 0 else 3
-        assert len(set(codes[r][valid[r]].tolist())) == len(shingle_set(text, 3))
+def test_shingles_match_shingle_sets() -> None:
+    texts = ["abcd", "ab", "", "abcdabcd", "é"]
+    flat = shingles(texts, 3, 16)
+    assert flat.counts.tolist() == [2, 1, 0, 6, 1]
+    for r, text in enumerate(texts):
+        mine = flat.codes[flat.offsets[r] : flat.offsets[r + 1]]
+        assert len(set(mine.tolist())) == len(shingle_set(text, 3))
+    assert flat.codes[0] == int.from_bytes(b"abc", "big")
+    assert shingles(["abcdefgh"], 3, 5).counts.tolist() == [3]  # max_bytes truncates
 
 
 # --- MinHash + banding -------------------------------------------------------------------
@@ -81,16 +83,22 @@ def test_minhash_estimate_matches_exact_jaccard_on_a_hand_case() -> None:
     a, b = "abcdefgh", "abcdefxy"
     exact = jaccard(shingle_set(a, 3), shingle_set(b, 3))
     assert exact == pytest.approx(0.5)
-    codes, valid = shingle_matrix([a, b], 3, 16)
-    signatures = minhash_signatures(codes, valid, num_perm=2048, seed=3)
+    signatures = minhash_signatures(shingles([a, b], 3, 16), num_perm=2048, seed=3)
     estimate = float(estimated_jaccard(signatures, np.array([0]), np.array([1]))[0])
     # Standard error sqrt(s(1-s)/P) ≈ 0.011: 4 of them is a loose but real bound.
     assert estimate == pytest.approx(exact, abs=0.045)
     # Identical and disjoint texts are exact at any P.
-    codes, valid = shingle_matrix([a, a, "zzzzqqqq"], 3, 16)
-    signatures = minhash_signatures(codes, valid, num_perm=64, seed=3)
+    signatures = minhash_signatures(shingles([a, a, "zzzzqqqq"], 3, 16), num_perm=64, seed=3)
     pair = estimated_jaccard(signatures, np.array([0, 0]), np.array([1, 2]))
     assert pair.tolist() == [1.0, 0.0]
+
+
+def test_minhash_chunking_does_not_change_signatures() -> None:
+    texts = ["the ice storm", "", "ab", "chasing amy", "x" * 40, "money talks"]
+    flat = shingles(texts, 3, 96)
+    whole = minhash_signatures(flat, num_perm=16, seed=2)
+    np.testing.assert_array_equal(minhash_signatures(flat, num_perm=16, seed=2, chunk=5), whole)
+    assert (whole[1] == 0xFFFFFFFF).all()  # no shingles
 
 
 def test_candidate_probability_formula() -> None:
@@ -148,8 +156,7 @@ def test_simhash_of_equal_texts_is_equal_and_of_similar_texts_close() -> None:
         "the quick brown fox jumped over the lazy dog",
         "completely different words entirely here",
     ]
-    codes, valid = shingle_matrix(texts, 3, 64)
-    f = simhash64(codes, valid)
+    f = simhash64(shingles(texts, 3, 64))
     d = hamming(f[[0, 0, 0]], f[[1, 2, 3]])
     assert d[0] == 0
     assert d[1] < d[2]
