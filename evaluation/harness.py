@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from evaluation import baselines as bl
+from evaluation import content as cb
 from evaluation.catalog import Catalog
 from evaluation.metrics import KS, hits_from_lists, hits_from_rows, mean_metrics, per_user_metrics
 from evaluation.model_under_test import VectorScorer, train_model, write_training_data
@@ -258,6 +259,22 @@ def _evaluate_variant(
     out.results.append(_result(protocol, name, "served", per_user, ev.cold))
 
 
+def _content_baselines(
+    ev: _Eval, dataset: Dataset, x: np.ndarray, seed: int
+) -> list[tuple[str, ScoreFn]]:
+    """P3's baselines (evaluation/content.py) over the catalogue's content vectors."""
+    content = cb.content_matrix(dataset.items, ev.catalog)
+    knn = cb.ContentKnnScorer(x, content)
+    pop = cb.ContentPopScorer(cb.ridge_popularity(content, x.sum(axis=0)))
+    row_of = {int(r): i for i, r in enumerate(ev.rows)}
+    return [
+        ("Random", cb.RandomScorer(ev.catalog.n_items, seed)),
+        ("Content-kNN", knn),
+        ("Content-pop", pop),
+        ("Content-kNN+pop", cb.SumScorer(knn, pop, ev.masked, row_of)),
+    ]
+
+
 def _evaluate_protocol(
     protocol: str,
     dataset: Dataset,
@@ -273,14 +290,20 @@ def _evaluate_protocol(
         f"{protocol}: {len(split.train):,} train / {len(split.test):,} test interactions, "
         f"{len(ev.users)} test users ({int(ev.cold.sum())} cold)"
     )
-    callbacks.say(f"{protocol}: baselines (Pop, ItemKNN, EASE λ ∈ {list(config.ease_lambdas)})")
-    lam, tuning = choose_ease_lambda(split, catalog, config.ease_lambdas)
     x = catalog.matrix(split.train)
-    methods: list[tuple[str, ScoreFn]] = [
-        ("Pop", bl.PopScorer(bl.popularity(x))),
-        ("ItemKNN", bl.ItemItemScorer(x, bl.itemknn_weights(x))),
-        ("EASE", bl.ItemItemScorer(x, bl.ease_weights(x, lam))),
-    ]
+    methods: list[tuple[str, ScoreFn]]
+    if protocol == "p3":
+        callbacks.say(f"{protocol}: baselines (random, content-kNN, content-popularity)")
+        lam, tuning = float("nan"), dict[float, float]()
+        methods = _content_baselines(ev, dataset, x, config.seed)
+    else:
+        callbacks.say(f"{protocol}: baselines (Pop, ItemKNN, EASE λ ∈ {list(config.ease_lambdas)})")
+        lam, tuning = choose_ease_lambda(split, catalog, config.ease_lambdas)
+        methods = [
+            ("Pop", bl.PopScorer(bl.popularity(x))),
+            ("ItemKNN", bl.ItemItemScorer(x, bl.itemknn_weights(x))),
+            ("EASE", bl.ItemItemScorer(x, bl.ease_weights(x, lam))),
+        ]
     for name, score_fn in methods:
         per_user = _exact(ev, score_fn, config.ks)
         out.results.append(_result(protocol, name, "exact", per_user, ev.cold))

@@ -20,6 +20,18 @@ from evaluation.catalog import Catalog
 from serving.model_artifact import ModelArtifact, open_model_artifact
 from training.data.schema import Dataset, write_dataset
 
+_CONTENT = [
+    {"column": "genres", "kind": "multi_categorical"},
+    {"column": "year", "kind": "bucketized", "buckets": 10},
+    {"column": "title", "kind": "text_tokens"},
+]
+_LSH = {
+    "column": "content_lsh",
+    "kind": "lsh_buckets",
+    "source_columns": ["genres", "year", "title"],
+    "tables": 8,
+    "bits": 6,
+}
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "ids-only": {"use_history": False, "use_item_features": False, "use_user_features": False},
@@ -34,6 +46,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mixed-history": {"history_context": "mixed", "history_length": 200},
     "holdout-fit": {"final_fit": "holdout"},
     "all-data-fit": {"final_fit": "all"},
+    # P3 ablation (cold items): the item tower's inputs; the user tower stays the default.
+    "item-ids-only": {"use_item_features": False},
+    "item-content": {"item_id_dropout": 0.5, "features": {"item": _CONTENT}},
+    "item-content+lsh": {"item_id_dropout": 0.5, "features": {"item": [*_CONTENT, _LSH]}},
 }
 """Ablation variants: name → the training config keys it sets (on top of ``epochs``).
 

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from evaluation.harness import EvaluationResult, MethodResult, ModelRun
+from evaluation.harness import EvaluationResult, MethodResult, ModelRun, ProtocolSummary
 from evaluation.metrics import METRICS
 
 PLOTTED = ("recall@10", "ndcg@10", "recall@50", "recall@100")
@@ -25,7 +25,19 @@ RESULTS_NAME = "results.json"
 PROTOCOL_TITLES = {
     "p1": "P1 — RecBole protocol (per-user random 80/10/10, train+valid masked)",
     "p2": "P2 — temporal leave-last-one-out (training items masked)",
+    "p2cold": "P2-cold — P2 with a quarter of the test users cut to 5 training items",
+    "p3": "P3 — cold items (10 % of the items held out of training; only they are ranked)",
 }
+
+
+def _ease_sentence(summary: ProtocolSummary) -> str:
+    if math.isnan(summary.ease_lambda):
+        return "Content baselines (evaluation/content.py); no EASE on cold items."
+    return (
+        f"EASE λ = {summary.ease_lambda:g}, chosen on the tuning split by NDCG@10 ("
+        + ", ".join(f"{lam:g}: {v:.4f}" for lam, v in summary.ease_tuning.items())
+        + ")."
+    )
 
 
 def _fmt(value: float) -> str:
@@ -161,10 +173,7 @@ def write_report(result: EvaluationResult, out_dir: Path) -> Path:
             f"{summary.train_interactions:,} training / {summary.test_interactions:,} test "
             f"interactions; {summary.masked_interactions:,} masked at test time; "
             f"{summary.test_users} test users, {summary.cold_users} of them cold; "
-            f"{summary.items} items ranked. EASE λ = {summary.ease_lambda:g}, chosen on the "
-            "tuning split by NDCG@10 ("
-            + ", ".join(f"{lam:g}: {v:.4f}" for lam, v in summary.ease_tuning.items())
-            + ").",
+            f"{summary.items} items in the catalogue. " + _ease_sentence(summary),
             "",
             *_metric_table(results, cfg.ks, cold=False),
             "",

@@ -15,6 +15,11 @@
   if the user had just arrived): ML-100K has no user with ≤ 5 interactions, so this is how
   the cold-user slice gets users. Everyone else's data is unchanged.
 
+- **P3** (cold items, issue 12): a seeded ``COLD_ITEM_SHARE`` of the items is held out of
+  training entirely; every user with interactions on them (and at least one training
+  interaction) is tested on those, ranking the cold items only (every warm item is
+  masked), so a method must place items it never saw interactions of.
+
 Each :class:`Split` carries a ``tuning`` split for hyper-parameters (EASE's λ): P1's is
 train → validation, P2's is everything before the second-to-last interaction → that one.
 """
@@ -29,7 +34,9 @@ import pandas as pd
 
 from training.evaluation import leave_last_out
 
-PROTOCOLS = ("p1", "p2", "p2cold")
+PROTOCOLS = ("p1", "p2", "p2cold", "p3")
+COLD_ITEM_SHARE = 0.1
+"""P3: share of the items (seeded) held out of training."""
 COLD_SHARE = 0.25
 """P2-cold: share of test users (seeded) cut down to their most recent training items."""
 COLD_KEEP = 5
@@ -139,12 +146,35 @@ def cut_down_users(
     return Split("p2cold", train=train, test=test, masked=train, tuning=tuning)
 
 
+def cold_item_split(interactions: pd.DataFrame, seed: int, share: float = COLD_ITEM_SHARE) -> Split:
+    """P3: ``share`` of the items (seeded choice) leave training; their interactions are the
+    test part, and every warm item is masked for every test user."""
+    rng = np.random.default_rng(seed)
+    items = np.array(sorted(interactions["item_id"].unique()), dtype=object)
+    cold = set(rng.choice(items, size=max(1, round(share * len(items))), replace=False).tolist())
+    is_cold = interactions["item_id"].isin(cold).to_numpy()
+    train = interactions[~is_cold].reset_index(drop=True)
+    test = interactions[is_cold & interactions["user_id"].isin(set(train["user_id"])).to_numpy()]
+    test = test.reset_index(drop=True)
+    users = sorted(test["user_id"].unique())
+    warm = sorted(set(train["item_id"]))
+    masked = pd.DataFrame(
+        {
+            "user_id": np.repeat(np.array(users, dtype=object), len(warm)),
+            "item_id": np.tile(np.array(warm, dtype=object), len(users)),
+        }
+    )
+    return Split("p3", train=train, test=test, masked=masked, tuning=None)
+
+
 def make_split(protocol: str, interactions: pd.DataFrame, seed: int) -> Split:
-    """The split of ``protocol`` ("p1", "p2" or "p2cold") over ``interactions``."""
+    """The split of ``protocol`` ("p1", "p2", "p2cold" or "p3") over ``interactions``."""
     if protocol == "p1":
         return random_ratio_split(interactions, seed)
     if protocol == "p2":
         return temporal_leave_last_out(interactions)
     if protocol == "p2cold":
         return cut_down_users(temporal_leave_last_out(interactions), seed)
+    if protocol == "p3":
+        return cold_item_split(interactions, seed)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")

@@ -36,7 +36,8 @@ def evaluate(
         str,
         typer.Option(
             help="p1 (RecBole random 80/10/10), p2 (leave-last-out), p2cold (p2 with a "
-            "quarter of the test users cut to 5 training items) or all."
+            "quarter of the test users cut to 5 training items), p3 (10 % of the items held "
+            "out of training; they alone are ranked) or all."
         ),
     ] = "all",
     variant: Annotated[
@@ -54,7 +55,8 @@ def evaluate(
         Path | None, typer.Option(help="Report directory (default: var/reports/<UTC time>).")
     ] = None,
 ) -> None:
-    """Evaluate the two-tower model against Pop, ItemKNN and EASE; write a Markdown report."""
+    """Evaluate the two-tower model against Pop, ItemKNN and EASE (P3: content baselines);
+    write a Markdown report."""
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -65,7 +67,7 @@ def evaluate(
 
     protocols = PROTOCOLS if protocol == "all" else (protocol,)
     if protocol != "all" and protocol not in PROTOCOLS:
-        _fail(f"--protocol {protocol}: expected p1, p2, p2cold or all")
+        _fail(f"--protocol {protocol}: expected p1, p2, p2cold, p3 or all")
     variants = tuple(variant or ["default"])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -53,6 +53,14 @@ class TrainConfig(BaseModel):
     history_decay: float = Field(
         0.98, gt=0, le=1, description="Initial recency weight ratio between positions."
     )
+    item_id_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of training items whose id embedding is replaced by the unknown "
+        "row, so the item's features learn to stand in for it: what an item with no "
+        "interactions (no trained id embedding) is embedded from.",
+    )
     user_id_dropout: float = Field(
         0.3, ge=0, lt=1, description="Share of examples trained as an unknown user."
     )

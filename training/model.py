@@ -90,7 +90,12 @@ class FeatureEmbeddings(keras.layers.Layer):
 
 
 class ItemTower(keras.Model):
-    """[B] item vocabulary indices (``call``) or string ids (``embed_ids``) → [B, dim]."""
+    """[B] item vocabulary indices (``call``) or string ids (``embed_ids``) → [B, dim].
+
+    An item without training interactions (``trained`` False: in the items table only)
+    reads the unknown id row instead of its own, never-trained one; with
+    ``item_id_dropout`` that row is trained to mean "an item known by its features".
+    """
 
     def __init__(
         self,
@@ -98,10 +103,16 @@ class ItemTower(keras.Model):
         features: Sequence[FittedFeature],
         feature_table: Mapping[str, np.ndarray],
         config: TrainConfig,
+        trained: np.ndarray | None = None,
     ) -> None:
         super().__init__(name="item_tower")
+        self.config = config
         self.lookup = _lookup(item_ids, "item_lookup")
         self.id_embedding = _embedding(len(item_ids) + 1, config.id_embedding_dim, "item_id")
+        rows = np.arange(len(item_ids) + 1, dtype=np.int64)
+        if trained is not None:
+            rows[1:][~np.asarray(trained, dtype=bool)] = 0
+        self.id_rows = tf.constant(rows)  # vocabulary index → id embedding row
         # Row 0 of the feature table belongs to the unknown id: prepend an all-missing row.
         padded = {k: np.concatenate([np.zeros_like(v[:1]), v]) for k, v in feature_table.items()}
         self.features = (
@@ -117,8 +128,12 @@ class ItemTower(keras.Model):
         """Sub-layers build on their first call (shapes are known only then)."""
         self.built = True
 
-    def call(self, items: tf.Tensor) -> tf.Tensor:
-        parts = [self.id_embedding(items)]
+    def call(self, items: tf.Tensor, training: bool = False) -> tf.Tensor:
+        ids = tf.gather(self.id_rows, tf.cast(items, tf.int64))
+        if training and self.config.item_id_dropout > 0:
+            keep = tf.random.uniform(tf.shape(ids)) >= self.config.item_id_dropout
+            ids = tf.where(keep, ids, tf.zeros_like(ids))
+        parts = [self.id_embedding(ids)]
         if self.features is not None:
             parts.extend(self.features(items))
         return self.head(tf.concat(parts, axis=-1))
@@ -144,6 +159,7 @@ class UserTower(keras.Model):
         self.lookup = _lookup(user_ids, "user_lookup")
         self.item_lookup = item_tower.lookup
         self.item_embedding = item_tower.id_embedding  # shared with the item tower
+        self.item_id_rows = item_tower.id_rows  # untrained items read the unknown row
         self.id_embedding = (
             _embedding(len(user_ids) + 1, config.id_embedding_dim, "user_id")
             if config.use_user_id
@@ -184,7 +200,8 @@ class UserTower(keras.Model):
                 kept = tf.random.uniform(tf.shape(history)) >= self.config.history_dropout
                 mask = mask * tf.cast(kept, tf.float32)
             weights = tf.exp(self.position_logits)[tf.newaxis, : tf.shape(history)[1]] * mask
-            pooled = tf.reduce_sum(self.item_embedding(history) * weights[..., tf.newaxis], 1)
+            embedded = self.item_embedding(tf.gather(self.item_id_rows, tf.cast(history, tf.int64)))
+            pooled = tf.reduce_sum(embedded * weights[..., tf.newaxis], 1)
             parts.append(pooled / tf.maximum(tf.reduce_sum(weights, 1, keepdims=True), 1e-6))
         if self.id_embedding is not None:
             ids = users

@@ -88,12 +88,15 @@ class Towers:
 
 def build_towers(vocab: Vocabulary, item_counts: pd.Series, config: TrainConfig) -> Towers:
     """Fresh towers; ``item_counts`` (item_id → training interactions) sets the logQ table."""
-    item_tower = ItemTower(vocab.item_ids, vocab.item_features, vocab.item_feature_table, config)
+    counts = item_counts.reindex(vocab.item_ids).fillna(0).to_numpy(dtype=np.float64)
+    item_tower = ItemTower(
+        vocab.item_ids, vocab.item_features, vocab.item_feature_table, config, counts > 0
+    )
     user_tower = UserTower(
         vocab.user_ids, item_tower, vocab.user_features, vocab.user_feature_table, config
     )
-    counts = item_counts.reindex(vocab.item_ids).fillna(0).to_numpy(dtype=np.float64) + 1.0
-    model = TwoTowerModel(user_tower, item_tower, np.log(counts / counts.sum()), config)
+    smoothed = counts + 1.0
+    model = TwoTowerModel(user_tower, item_tower, np.log(smoothed / smoothed.sum()), config)
     # One eager call builds every layer before fit traces the training step.
     history = np.zeros((1, config.history_length), dtype=np.int64)
     model({"user": np.zeros(1, dtype=np.int64), "history": history})

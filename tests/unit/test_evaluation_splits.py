@@ -100,8 +100,8 @@ def test_p2_drops_test_items_never_trained() -> None:
 
 
 def test_unknown_protocol() -> None:
-    with pytest.raises(ValueError, match="p3"):
-        make_split("p3", generate(5, 10, 3).interactions, 0)
+    with pytest.raises(ValueError, match="p9"):
+        make_split("p9", generate(5, 10, 3).interactions, 0)
 
 
 def test_p2cold_cuts_a_quarter_of_test_users_to_their_latest_five() -> None:
@@ -122,3 +122,21 @@ def test_p2cold_cuts_a_quarter_of_test_users_to_their_latest_five() -> None:
     assert len(others) == len(warm.train[~warm.train["user_id"].isin(cut)])
     assert set(cold.test["user_id"]) <= set(warm.test["user_id"])
     assert make_split("p2cold", data, seed=5).train.equals(cold.train)  # seeded
+
+
+def test_p3_holds_a_tenth_of_the_items_out_and_masks_every_warm_item() -> None:
+    data = generate(50, 200, 25, seed=4).interactions
+    split = make_split("p3", data, seed=7)
+    items = set(data["item_id"])
+    cold = items - set(split.train["item_id"])
+    assert len(cold) == round(0.1 * len(items))
+    # Cold items never train; every interaction on them by a training user is a test row.
+    assert set(split.test["item_id"]) <= cold
+    on_cold = data[data["item_id"].isin(cold) & data["user_id"].isin(set(split.train["user_id"]))]
+    assert len(split.test) == len(on_cold)
+    # Each test user may be recommended the cold items only.
+    masked = split.masked.groupby("user_id")["item_id"].apply(set)
+    assert set(masked.index) == set(split.test["user_id"])
+    assert all(m == items - cold for m in masked)
+    assert set(make_split("p3", data, seed=7).test["item_id"]) == set(split.test["item_id"])
+    assert set(make_split("p3", data, seed=8).test["item_id"]) != set(split.test["item_id"])
