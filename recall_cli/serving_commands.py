@@ -194,6 +194,7 @@ def status(
                 "loaded_at_unix": s.loaded_at_unix,
                 "redis_healthy": s.redis_healthy,
                 "redis_detail": s.redis_detail,
+                "redis_breaker_state": s.redis_breaker_state,
                 "user_vectors_loaded": s.user_vectors_loaded,
                 "user_vector_count": s.user_vector_count,
             }

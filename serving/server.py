@@ -257,6 +257,7 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
             redis_detail=detail,
             recall_port=self.server.port,
             failed_calls=failed_calls(),
+            redis_breaker_state=self.server.breaker.state.value,
         )
         if loaded is not None:
             response.index_version = loaded.index_version

@@ -333,10 +333,19 @@ def test_redis_stopped_under_load_degrades_without_failures_and_recovers_within_
         own_redis.stop()  # SHUTDOWN SAVE: the vectors come back with it
         stopped = time.monotonic()
         time.sleep(2.0)
-        restarting = time.monotonic()  # Redis may answer before start() returns
-        own_redis.start()
-        back = time.monotonic()
-        time.sleep(2.0)
+        admin = RecallClient(f"127.0.0.1:{server.port}", f"127.0.0.1:{server.admin_port}")
+        try:
+            breaker_during = admin.status().redis_breaker_state
+            restarting = time.monotonic()  # Redis may answer before start() returns
+            own_redis.start()
+            back = time.monotonic()
+            time.sleep(2.0)
+            breaker_after = admin.status().redis_breaker_state
+        finally:
+            admin.close()
+    # GetStatus shows the breaker: open (or probing) while Redis is down, closed once back.
+    assert breaker_during in ("open", "half_open"), breaker_during
+    assert breaker_after == "closed", breaker_after
     outcomes = load.outcomes
     failed = [o for o in outcomes if o.code != grpc.StatusCode.OK]
     assert not failed, f"{len(failed)} failed calls, e.g. {failed[0].code}"

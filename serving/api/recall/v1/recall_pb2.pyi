@@ -99,7 +99,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe", "user_vectors_loaded", "user_vector_count", "recall_port", "failed_calls")
+    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe", "user_vectors_loaded", "user_vector_count", "recall_port", "failed_calls", "redis_breaker_state")
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class GetStatusResponse(_message.Message):
     USER_VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
     RECALL_PORT_FIELD_NUMBER: _ClassVar[int]
     FAILED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    REDIS_BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     model_version: str
     item_count: int
@@ -124,7 +125,8 @@ class GetStatusResponse(_message.Message):
     user_vector_count: int
     recall_port: int
     failed_calls: int
-    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ..., user_vectors_loaded: _Optional[bool] = ..., user_vector_count: _Optional[int] = ..., recall_port: _Optional[int] = ..., failed_calls: _Optional[int] = ...) -> None: ...
+    redis_breaker_state: str
+    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ..., user_vectors_loaded: _Optional[bool] = ..., user_vector_count: _Optional[int] = ..., recall_port: _Optional[int] = ..., failed_calls: _Optional[int] = ..., redis_breaker_state: _Optional[str] = ...) -> None: ...
 
 class LoadIndexRequest(_message.Message):
     __slots__ = ("version",)
