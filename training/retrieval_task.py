@@ -79,15 +79,23 @@ def sampled_softmax_loss(
 
 
 def full_softmax_loss(
-    user_vectors: tf.Tensor, all_item_vectors: tf.Tensor, positives: tf.Tensor, temperature: float
+    user_vectors: tf.Tensor,
+    all_item_vectors: tf.Tensor,
+    positives: tf.Tensor,
+    temperature: float,
+    candidates: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Exact softmax over the catalogue.
 
     Args:
         user_vectors: [B, dim]; all_item_vectors: [N, dim] for vocabulary indices 1..N;
         positives: [B] vocabulary indices in 1..N.
+        candidates: optional [N] bool, the items that take part in the softmax (positives
+            must be among them); the others are neither positives nor negatives.
     """
     logits = tf.matmul(user_vectors, all_item_vectors, transpose_b=True) / temperature
+    if candidates is not None:
+        logits = tf.where(candidates[tf.newaxis, :], logits, logits.dtype.min)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(positives, tf.int32) - 1, logits=logits
     )
@@ -121,8 +129,16 @@ def retrieval_loss(
     positives = tf.cast(positives, tf.int64)
     if mode == "full":
         everything = tf.range(1, n_items + 1, dtype=tf.int64)
+        # An item with no training interactions (in the items table only) is unknown, not
+        # a negative: pushing it down would teach its content tokens "never chosen", which
+        # is exactly wrong for a new item.
+        trained = tf.not_equal(tf.gather(item_tower.id_rows, everything), 0)
         return full_softmax_loss(
-            user_vectors, item_tower(everything, training=True), positives, config.temperature
+            user_vectors,
+            item_tower(everything, training=True),
+            positives,
+            config.temperature,
+            trained,
         )
     candidates = positives
     batch = tf.cast(tf.shape(positives)[0], tf.float32)

@@ -99,3 +99,23 @@ def test_content_baselines_on_a_hand_case() -> None:
     # Ridge popularity learns "action films are popular" from the warm items.
     predicted = ridge_popularity(content, np.array([50.0, 0.0, 1.0, 0.0]))
     assert predicted[1] > predicted[2]
+
+
+def test_full_softmax_leaves_items_without_interactions_out() -> None:
+    import math
+
+    import tensorflow as tf
+
+    from training.retrieval_task import full_softmax_loss
+
+    users = np.array([[1.0, 0.0]], np.float32)
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]], np.float32)
+    logits = users @ items.T / 0.5
+    # Item 3 has no interactions: it is neither the positive nor a negative.
+    expected = -(logits[0, 0] - math.log(np.exp(logits[0, :2]).sum()))
+    got = full_softmax_loss(
+        tf.constant(users), tf.constant(items), np.array([1]), 0.5, tf.constant([True, True, False])
+    )
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    unmasked = float(full_softmax_loss(tf.constant(users), tf.constant(items), np.array([1]), 0.5))
+    assert unmasked > float(got)
