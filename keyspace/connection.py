@@ -1,9 +1,19 @@
-"""How every Redis client of the project connects: password (AUTH/ACL) and TLS options
-derived from the URL plus ``RECALL_REDIS_*`` settings, in one place.
+"""How every Redis client of the project connects: a single Redis or a Redis Cluster, chosen
+by the URL, with password (AUTH/ACL) and TLS options derived from the URL plus
+``RECALL_REDIS_*`` settings, in one place.
 
-Serving, training and the CLI all build clients with ``redis.Redis.from_url(url,
-**redis_kwargs(url))`` (or ``redis.asyncio``'s), so a secured Redis needs the same few
-settings everywhere:
+Serving, training and the pipeline tasks build every client with ``make_client(url,
+security, asyncio=...)``, so one URL setting (``RECALL_REDIS_URL``, the DAGs' ``redis_url``)
+decides everything:
+
+- ``redis://host:port/db`` (``rediss://`` with TLS): one Redis, ``redis.Redis`` /
+  ``redis.asyncio.Redis``.
+- ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS): a Redis Cluster, reached
+  through any one of its nodes; ``redis.RedisCluster`` / ``redis.asyncio.RedisCluster``,
+  which learn the slot map from that node and follow MOVED/ASK redirects. Database 0 only
+  (a cluster has no other). Callers that batch (pipelines, multi-key reads) ask
+  ``is_cluster(client)``: a cluster pipeline is split by node, and a multi-key command must
+  not span hash slots.
 
 - ``rediss://host:port/db`` turns TLS on (redis-py's scheme); ``RECALL_REDIS_TLS_CA_FILE``
   names the CA that signed the server's certificate (default: the system's trust store),
@@ -24,8 +34,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal, TypeAlias, overload
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
 PASSWORD_FILE_ENV = "RECALL_REDIS_PASSWORD_FILE"
 PASSWORD_ENV = "RECALL_REDIS_PASSWORD"
@@ -34,6 +48,19 @@ TLS_CA_ENV = "RECALL_REDIS_TLS_CA_FILE"
 TLS_CERT_ENV = "RECALL_REDIS_TLS_CERT_FILE"
 TLS_KEY_ENV = "RECALL_REDIS_TLS_KEY_FILE"
 TLS_SCHEME = "rediss"
+CLUSTER_SCHEMES: dict[str, str] = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that select a Redis Cluster client → the scheme redis-py parses."""
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
+
+SyncRedis: TypeAlias = "redis.Redis | redis.RedisCluster"
+"""A blocking client of a single Redis or of a Redis Cluster (``make_client``)."""
+AsyncRedis: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
+"""An asyncio client of a single Redis or of a Redis Cluster (``make_client(asyncio=True)``)."""
+
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
+"""What a Redis call may raise when Redis is unreachable or refuses: redis-py's cluster
+client raises ``RedisClusterException`` (not a ``RedisError``) when no node answers, so
+``except redis.RedisError`` alone would let a cluster outage escape as a crash."""
 
 
 class RedisConnectionConfigError(ValueError):
@@ -98,7 +125,8 @@ def _existing(path: str, setting: str) -> str:
 
 
 def redis_kwargs(url: str, security: RedisSecurity | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``Redis.from_url(url, **kwargs)`` (sync or asyncio client).
+    """Keyword arguments for ``Redis.from_url(url, **kwargs)`` (sync or asyncio client,
+    single or cluster; ``make_client`` applies them).
 
     ``security`` None: read from the environment (``RedisSecurity.from_env()``).
     Returns only what applies: ``password``/``username`` when a setting gives them, and
@@ -125,11 +153,11 @@ def redis_kwargs(url: str, security: RedisSecurity | None = None) -> dict[str, A
         kwargs["username"] = security.username
 
     tls_files = (security.tls_ca_file, security.tls_cert_file, security.tls_key_file)
-    if parts.scheme != TLS_SCHEME:
+    if CLUSTER_SCHEMES.get(parts.scheme, parts.scheme) != TLS_SCHEME:
         if any(tls_files):
             raise RedisConnectionConfigError(
                 f"{TLS_CA_ENV}/{TLS_CERT_ENV}/{TLS_KEY_ENV} are set but the Redis URL is "
-                f"{parts.scheme}://; use rediss:// for TLS"
+                f"{parts.scheme}://; use rediss:// (rediss+cluster:// for a cluster) for TLS"
             )
         return kwargs
     if bool(security.tls_cert_file) != bool(security.tls_key_file):
@@ -142,3 +170,111 @@ def redis_kwargs(url: str, security: RedisSecurity | None = None) -> dict[str, A
         kwargs["ssl_certfile"] = _existing(security.tls_cert_file, TLS_CERT_ENV)
         kwargs["ssl_keyfile"] = _existing(security.tls_key_file, TLS_KEY_ENV)
     return kwargs
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """A parsed Redis URL: ``url`` is what redis-py's ``from_url`` accepts (``redis://``,
+    ``rediss://`` or ``unix://``; the ``+cluster`` marker removed), ``cluster`` says which
+    client class reads it."""
+
+    url: str
+    cluster: bool
+
+
+def parse_redis_url(url: str) -> RedisEndpoint:
+    """Split the cluster marker off ``url`` (see the module docstring).
+
+    Raises:
+        RedisConnectionConfigError: an unknown scheme; a cluster URL without a host or
+            naming a database other than 0.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in PLAIN_SCHEMES:
+        return RedisEndpoint(url, cluster=False)
+    if scheme not in CLUSTER_SCHEMES:
+        known = ", ".join(f"{s}://" for s in (*PLAIN_SCHEMES, *CLUSTER_SCHEMES))
+        raise RedisConnectionConfigError(
+            f"Redis URL {_redacted(url)}: unknown scheme {parts.scheme or '(none)'}://; "
+            f"use one of {known}"
+        )
+    if not parts.hostname:
+        raise RedisConnectionConfigError(
+            f"Redis URL {_redacted(url)}: a cluster URL names one of its nodes "
+            "(redis+cluster://host:port)"
+        )
+    if parts.path.strip("/") not in ("", "0"):
+        raise RedisConnectionConfigError(
+            f"Redis URL {_redacted(url)}: a Redis Cluster has only database 0; drop "
+            f"{parts.path!r} from the URL"
+        )
+    base = urlunsplit((CLUSTER_SCHEMES[scheme], parts.netloc, "", parts.query, ""))
+    return RedisEndpoint(base, cluster=True)
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (error messages end up in logs)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client (sync or asyncio) made by ``make_client``."""
+    return isinstance(client, redis.RedisCluster | aioredis.RedisCluster)
+
+
+@overload
+def make_client(
+    url: str,
+    security: RedisSecurity | None = None,
+    *,
+    asyncio: Literal[False] = False,
+    **options: Any,
+) -> SyncRedis: ...
+
+
+@overload
+def make_client(
+    url: str, security: RedisSecurity | None = None, *, asyncio: Literal[True], **options: Any
+) -> AsyncRedis: ...
+
+
+def make_client(
+    url: str, security: RedisSecurity | None = None, *, asyncio: bool = False, **options: Any
+) -> SyncRedis | AsyncRedis:
+    """The one way the project makes a Redis client.
+
+    ``url``: ``redis[s]://`` for one Redis, ``redis[s]+cluster://`` for a Redis Cluster
+    (any node). ``security``: password/TLS settings (None: ``RECALL_REDIS_*`` from the
+    environment; applied through ``redis_kwargs``). ``asyncio``: a ``redis.asyncio``
+    client instead of a blocking one. ``options``: connection options both client kinds
+    take (``socket_timeout`` in seconds, ``socket_connect_timeout``,
+    ``health_check_interval``, ``retry``: a ``redis.asyncio.retry.Retry`` for asyncio,
+    ``redis.retry.Retry`` otherwise; on a cluster it is how often a command is retried
+    after a connection error or timeout, with the slot map reloaded in between).
+
+    An asyncio cluster client connects on its first command; a blocking one at once (it
+    loads the slot map), so an unreachable cluster fails here.
+
+    Raises:
+        RedisConnectionConfigError: the URL or the security settings are wrong.
+        redis.ConnectionError: a blocking cluster client cannot reach any node.
+    """
+    endpoint = parse_redis_url(url)
+    kwargs = {**options, **redis_kwargs(url, security)}
+    if asyncio:
+        if endpoint.cluster:
+            return aioredis.RedisCluster.from_url(endpoint.url, **kwargs)
+        return aioredis.Redis.from_url(endpoint.url, **kwargs)
+    if endpoint.cluster:
+        try:
+            return redis.RedisCluster.from_url(endpoint.url, **kwargs)
+        except RedisClusterException as exc:
+            raise redis.ConnectionError(
+                f"Redis Cluster {_redacted(url)} cannot be reached: {exc}"
+            ) from exc
+    return redis.Redis.from_url(endpoint.url, **kwargs)

@@ -31,12 +31,20 @@ return #ARGV
 """Atomically replace list KEYS[1] by ARGV (in order). One key per call, so it works on
 Redis Cluster; readers see the old list or the new one, never an empty or partial one."""
 
+EVAL = "EVAL"
+
 
 class ListPipeline(Protocol):
     """The part of a redis-py pipeline (sync or async) these functions queue commands on."""
 
     def lpush(self, name: bytes, *values: bytes) -> Any: ...
     def ltrim(self, name: bytes, start: int, end: int) -> Any: ...
+
+
+class CommandPipeline(Protocol):
+    """A redis-py pipeline (sync or async, single Redis or cluster) taking raw commands."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 
 def history_key(user_id: str) -> bytes:
@@ -68,3 +76,13 @@ def queue_history_append(
     key = history_key(user_id)
     pipe.lpush(key, *encode_items(items_oldest_first))
     pipe.ltrim(key, 0, cap - 1)
+
+
+def queue_history_replace(pipe: CommandPipeline, user_id: str, items: Sequence[str]) -> None:
+    """Queue the atomic replacement of the user's list by ``items`` (most recent first):
+    ``EVAL REPLACE_HISTORY_LUA 1 recall:hist:<user_id> items...``.
+
+    EVAL with the script's text, not EVALSHA: redis-py's cluster pipeline refuses EVALSHA
+    and cannot load a script on the nodes first, and the text is small beside the items.
+    """
+    pipe.execute_command(EVAL, REPLACE_HISTORY_LUA, 1, history_key(user_id), *encode_items(items))

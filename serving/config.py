@@ -41,7 +41,10 @@ class ServerSettings(BaseSettings):
         default_factory=lambda: (
             f"redis://127.0.0.1:{os.environ.get('RECALL_REDIS_PORT', '6390')}/0"
         ),
-        description="Where user vectors live (default: the project-local Redis).",
+        description=(
+            "Where user vectors live (default: the project-local Redis); "
+            "redis+cluster://host:port (rediss+cluster:// for TLS) for a Redis Cluster."
+        ),
     )
     redis_timeout_s: float = Field(0.5, gt=0, description="Per-command Redis socket timeout.")
     artifact_root: str = Field(
@@ -99,8 +102,8 @@ class ServerSettings(BaseSettings):
     redis_multi_key_reads: bool = Field(
         True,
         description=(
-            "Read a batch's user vectors with one MGET; off for Redis Cluster (a GET each, "
-            "same pipeline)."
+            "Read a batch's user vectors with one MGET; off: a GET each in the same "
+            "pipeline (always so on a redis+cluster:// URL)."
         ),
     )
     redis_health_check_s: float = Field(

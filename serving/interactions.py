@@ -17,9 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 
-import redis
-import redis.asyncio as aioredis
-
+from keyspace.connection import REDIS_ERRORS, AsyncRedis
 from keyspace.events import UserEvent, queue_user_event
 from keyspace.histories import queue_history_append
 from serving.errors import BackendUnavailable, InvalidRequest
@@ -122,7 +120,7 @@ class InteractionRecorder:
     def __init__(
         self,
         holder: IndexHolder,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         *,
         max_per_call: int,
         history_cap: int,
@@ -162,7 +160,8 @@ class InteractionRecorder:
         self, items: dict[str, list[str]], newest: dict[str, int], received_at: float
     ) -> None:
         """One non-transactional pipeline: per user LPUSH + LTRIM of the history, XADD to the
-        event stream, ZADD to the touched set. Retried with backoff for ``retry_s``."""
+        event stream, ZADD to the touched set. Retried with backoff for ``retry_s``.
+        Every command names one key, so on a Redis Cluster the pipeline splits by node."""
         started = time.monotonic()
         delay = 0.05
         while True:
@@ -174,7 +173,7 @@ class InteractionRecorder:
                     queue_user_event(pipe, event, received_at, self.events_maxlen)
                 await pipe.execute()
                 return
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 elapsed = time.monotonic() - started
                 if elapsed + delay > self.retry_s:
                     count = sum(len(v) for v in items.values())

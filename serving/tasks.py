@@ -11,7 +11,8 @@ from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
 from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, open_uri, split_uri
-from keyspace.connection import redis_kwargs
+from keyspace.connection import SyncRedis, make_client
+from serving.errors import BackendUnavailable
 from serving.index.artifact import INDEX_KIND, IndexManifest, publish_index
 from serving.index.params import DEFAULT_MIN_RECALL
 from serving.model_artifact import open_model_artifact
@@ -74,7 +75,7 @@ def prune_vectors(artifact_root: str, redis_url: str, keep_indexes: int = 3) -> 
     }
     with contextlib.suppress(ArtifactNotFound):
         keep.add(store.latest("models"))
-    client = redis.Redis.from_url(redis_url, socket_timeout=10, **redis_kwargs(redis_url))
+    client = _connect(redis_url)
     try:
         stale = [v for v in loaded_model_versions(client) if v not in keep]
         for version in stale:
@@ -83,6 +84,19 @@ def prune_vectors(artifact_root: str, redis_url: str, keep_indexes: int = 3) -> 
     finally:
         client.close()
     return stale
+
+
+def _connect(redis_url: str) -> SyncRedis:
+    """A blocking client for a pipeline task (a single Redis or a cluster, by URL).
+
+    Raises:
+        BackendUnavailable: a cluster none of whose nodes answers.
+        RedisConnectionConfigError: the URL or the ``RECALL_REDIS_*`` settings are wrong.
+    """
+    try:
+        return make_client(redis_url, socket_timeout=10)
+    except redis.ConnectionError as exc:
+        raise BackendUnavailable(str(exc)) from exc
 
 
 def index_model_version(store: ArtifactStore, index_version: str) -> str:
@@ -96,7 +110,7 @@ def load_vectors(
 ) -> int:
     """Write the model's user vectors to Redis under its model version. Returns the count."""
     model = open_model_artifact(open_uri(model_uri))
-    client = redis.Redis.from_url(redis_url, socket_timeout=10, **redis_kwargs(redis_url))
+    client = _connect(redis_url)
     try:
         return load_user_vectors(model, client, on_progress=on_progress)
     finally:

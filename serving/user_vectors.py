@@ -21,12 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from keyspace import user_vectors as keys
-from keyspace.connection import RedisSecurity, redis_kwargs
+from keyspace.connection import (
+    REDIS_ERRORS,
+    AsyncRedis,
+    RedisSecurity,
+    SyncRedis,
+    is_cluster,
+    make_client,
+)
 from keyspace.histories import decode_items, history_key
 from keyspace.user_vectors import (
     KEY_PREFIX,
@@ -80,13 +86,16 @@ ProgressCallback = Callable[[int, int], None]
 
 def load_user_vectors(
     model: ModelArtifact,
-    client: redis.Redis,
+    client: SyncRedis,
     *,
     batch_size: int = 2000,
     on_progress: ProgressCallback | None = None,
 ) -> int:
     """Write every user vector of ``model`` to Redis in non-transactional pipelines, then
     the meta key. Idempotent: re-running overwrites the same keys. Returns the user count.
+
+    On a Redis Cluster each pipeline of ``batch_size`` SETs is split by node (redis-py's
+    ClusterPipeline: one round trip per node that owns some of the batch's slots).
 
     Raises:
         BackendUnavailable: Redis cannot be reached or rejects the writes.
@@ -115,24 +124,26 @@ def load_user_vectors(
             "loaded_at": time.time(),
         }
         client.set(meta_key(version), json.dumps(meta))
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise BackendUnavailable(f"writing user vectors to Redis failed: {exc}") from exc
     return len(user_ids)
 
 
-def loaded_model_versions(client: redis.Redis) -> list[str]:
-    """Model versions whose user-vector load completed (their meta key exists), sorted."""
+def loaded_model_versions(client: SyncRedis) -> list[str]:
+    """Model versions whose user-vector load completed (their meta key exists), sorted.
+    (On a cluster SCAN visits every primary.)"""
     prefix = meta_key("")
     return sorted(
         key[len(prefix) :].decode() for key in client.scan_iter(prefix + b"*", count=1000)
     )
 
 
-def delete_user_vectors(client: redis.Redis, model_version: str, batch_size: int = 1000) -> int:
+def delete_user_vectors(client: SyncRedis, model_version: str, batch_size: int = 1000) -> int:
     """Remove every user vector of ``model_version``; returns how many keys were removed.
 
     The meta key goes first, so a version being deleted no longer counts as loaded; keys
     are found with SCAN (never KEYS) and removed with UNLINK (freed off the main thread).
+    On a cluster SCAN visits every primary and a multi-key UNLINK is split by slot.
     """
     if not model_version or ":" in model_version or "*" in model_version:
         raise ValueError(f"refusing to delete vectors of model version {model_version!r}")
@@ -148,7 +159,7 @@ def delete_user_vectors(client: redis.Redis, model_version: str, batch_size: int
                 batch.clear()
         if batch:
             removed += int(client.unlink(*batch))
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise BackendUnavailable(f"deleting user vectors from Redis failed: {exc}") from exc
     return removed
 
@@ -157,13 +168,14 @@ class UserVectorStore:
     """Async reads of user vectors for one server (shares one connection pool).
 
     ``multi_key_reads``: read a batch's vectors with one MGET (cheaper to send and parse
-    than a GET per user: measured ~2x for 32 keys). Turn it off for Redis Cluster, where
-    the keys of one batch live in different hash slots; then each vector is a GET of the
-    same non-transactional pipeline."""
+    than a GET per user: measured ~2x for 32 keys). Off, and always on a Redis Cluster
+    client (the keys of one batch live in different hash slots, and a cluster pipeline
+    refuses MGET), each vector is a GET of the same non-transactional pipeline; a cluster
+    pipeline sends each node its GETs in one round trip, to all nodes concurrently."""
 
-    def __init__(self, client: aioredis.Redis, *, multi_key_reads: bool = True) -> None:
+    def __init__(self, client: AsyncRedis, *, multi_key_reads: bool = True) -> None:
         self._client = client
-        self.multi_key_reads = multi_key_reads
+        self.multi_key_reads = multi_key_reads and not is_cluster(client)
 
     @classmethod
     def from_url(
@@ -179,22 +191,25 @@ class UserVectorStore:
         with a connection error (a connection the restarted server closed) is retried once
         on a fresh connection, and a connection idle for ``health_check_interval_s`` is
         PINGed before reuse. Timeouts are not retried: they would double the time a hanging
-        Redis costs (the circuit breaker in ``serving.recall_engine`` handles those).
+        Redis costs (the circuit breaker in ``serving.recall_engine`` handles those); on a
+        Redis Cluster URL the one retry also follows a failover (the slot map is reloaded
+        first), and covers a timeout too (redis-py's cluster client retries both).
         ``security``: password/TLS options (``keyspace.connection``; None: from env)."""
         return cls(
-            aioredis.Redis.from_url(
+            make_client(
                 url,
+                security,
+                asyncio=True,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 health_check_interval=math.ceil(health_check_interval_s),
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                **redis_kwargs(url, security),
             ),
             multi_key_reads=multi_key_reads,
         )
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AsyncRedis:
         """The shared async client (the event writer uses the same connection pool)."""
         return self._client
 
@@ -236,7 +251,7 @@ class UserVectorStore:
             replies = await pipe.execute()
         except (redis.TimeoutError, TimeoutError) as exc:
             raise BackendUnavailable(f"Redis timed out: {exc}", reason="redis_timeout") from exc
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
         if self.multi_key_reads:
             vectors, histories = replies[0], iter(replies[1:])
@@ -258,7 +273,7 @@ class UserVectorStore:
         """The load record of ``model_version`` (dim, dtype, count, loaded_at), or None."""
         try:
             raw = await self._client.get(meta_key(model_version))
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable(f"Redis unavailable: {exc}") from exc
         return None if raw is None else dict(json.loads(raw))
 
@@ -267,7 +282,7 @@ class UserVectorStore:
         try:
             await self._client.ping()
             return True, ""
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             return False, str(exc)
 
     async def close(self) -> None:

@@ -25,6 +25,10 @@ gone with everything else; those users get their training-time vector back now a
 fresh one on their next interaction or the hourly refresh. Re-running a repair is
 harmless (idempotent).
 
+Redis Cluster: every command and script names one key (the lock is one key; the meta key
+and the vectors need not share a slot: nothing reads or writes them together), and the
+write pipelines split by node, so the same code runs on a cluster client.
+
 No TensorFlow here: the vectors come from the artifact's ``user_vectors.npy``.
 """
 
@@ -42,11 +46,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import redis
-
 from artifacts.errors import ArtifactError
 from artifacts.store import ArtifactStore
-from keyspace.connection import RedisSecurity, redis_kwargs
+from keyspace.connection import (
+    REDIS_ERRORS,
+    RedisSecurity,
+    SyncRedis,
+    make_client,
+    parse_redis_url,
+    redis_kwargs,
+)
 from keyspace.user_vectors import encode_vector, meta_key, repair_lock_key, user_vector_key
 from serving.metrics import USER_VECTOR_REPAIRS, USER_VECTORS_COMPLETE, USER_VECTORS_REPAIRED
 from serving.model_artifact import ModelArtifact, open_model_artifact
@@ -112,6 +121,10 @@ class LockLost(RuntimeError):
     """The repair lock expired or was taken over while this server was writing."""
 
 
+REPAIR_FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, ArtifactError, ValueError, LockLost)
+"""What ends one repair round as ``RepairResult.FAILED`` (retried next round)."""
+
+
 # Compare-and-delete / compare-and-extend: only the holder of the token may touch the lock.
 _RELEASE_LUA = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -127,7 +140,7 @@ class RepairLock:
     """A Redis lock on one key: ``SET key token NX PX ttl``; renewed and released only by
     the holder of ``token`` (one-key scripts, so it works on Redis Cluster too)."""
 
-    def __init__(self, client: redis.Redis, key: bytes, ttl_s: float) -> None:
+    def __init__(self, client: SyncRedis, key: bytes, ttl_s: float) -> None:
         self.client = client
         self.key = key
         self.ttl_ms = max(1, int(ttl_s * 1000))
@@ -153,7 +166,7 @@ class _ModelUsers:
 
 def write_missing_vectors(
     model: ModelArtifact,
-    client: redis.Redis,
+    client: SyncRedis,
     *,
     batch_size: int = 2000,
     after_batch: Callable[[], None] | None = None,
@@ -186,20 +199,27 @@ class VectorRepairer:
 
     ``repair_once`` is blocking (Redis round trips, reading the artifact); the server runs
     ``run`` as an asyncio task, which calls it in a worker thread every ``interval_s``.
+
+    ``client``, or ``connect`` to make it on first use (a blocking cluster client connects
+    when made, and a server must start while Redis is down).
     """
 
     def __init__(
         self,
         store: ArtifactStore,
-        client: redis.Redis,
+        client: SyncRedis | None = None,
         *,
+        connect: Callable[[], SyncRedis] | None = None,
         sample_size: int = 32,
         lock_ttl_s: float = 30.0,
         batch_size: int = 2000,
         seed: int | None = None,
     ) -> None:
+        if (client is None) == (connect is None):
+            raise ValueError("give VectorRepairer a client or a connect function, not both")
         self.store = store
-        self.client = client
+        self._client = client
+        self._connect = connect
         self.sample_size = sample_size
         self.lock_ttl_s = lock_ttl_s
         self.batch_size = batch_size
@@ -218,14 +238,38 @@ class VectorRepairer:
         security: RedisSecurity | None = None,
     ) -> VectorRepairer:
         """A repairer with its own blocking Redis client (it works in a worker thread, apart
-        from the server's async connection pool); ``security`` as in ``keyspace.connection``."""
-        client = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=min(timeout_s, 2.0),
-            **redis_kwargs(redis_url, security),
-        )
-        return cls(store, client)
+        from the server's async connection pool); ``security`` as in ``keyspace.connection``.
+        A cluster client is made on the first check (see the class docstring); the URL
+        and the security settings are checked now either way.
+
+        Raises:
+            RedisConnectionConfigError: the URL or the security settings are wrong.
+        """
+
+        def connect() -> SyncRedis:
+            return make_client(
+                redis_url,
+                security,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=min(timeout_s, 2.0),
+            )
+
+        if parse_redis_url(redis_url).cluster:
+            redis_kwargs(redis_url, security)
+            return cls(store, connect=connect)
+        return cls(store, connect())
+
+    @property
+    def client(self) -> SyncRedis:
+        """The Redis client (made now if ``connect`` was given and this is the first use).
+
+        Raises:
+            redis.ConnectionError: a cluster client could not reach any node.
+        """
+        if self._client is None:
+            assert self._connect is not None
+            self._client = self._connect()
+        return self._client
 
     def _model(self, model_version: str, *, verify: bool) -> ModelArtifact:
         return open_model_artifact(self.store.local_dir(MODEL_KIND, model_version), verify=verify)
@@ -265,7 +309,7 @@ class VectorRepairer:
                 outcome = RepairOutcome(model_version, RepairResult.HEALTHY, health)
             else:
                 outcome = self._repair_locked(model_version, health, began)
-        except (redis.RedisError, OSError, ArtifactError, ValueError, LockLost) as exc:
+        except REPAIR_FAILURES as exc:
             outcome = RepairOutcome(
                 model_version,
                 RepairResult.FAILED,
@@ -315,7 +359,7 @@ class VectorRepairer:
             )
         finally:
             # On a Redis error the lock expires after lock_ttl_s by itself.
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 lock.release()
 
     def _record(self, outcome: RepairOutcome) -> None:
@@ -360,4 +404,5 @@ class VectorRepairer:
     def close(self) -> None:
         """Make a repair in progress stop at its next batch, and close the Redis client."""
         self._stopping.set()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()

@@ -2,7 +2,8 @@
 
 Each user's most recent items (at most ``cap``, most recent first) replace that user's
 ``recall:hist:<user_id>`` list atomically (``keyspace.histories.REPLACE_HISTORY_LUA``: a
-reader sees the old list or the new one). Users that are not in the data keep their lists
+reader sees the old list or the new one; one key per script call, so it runs on a Redis
+Cluster too, the pipelines split by node). Users that are not in the data keep their lists
 (e.g. users known only from RecordInteractions). Interactions recorded after the data was
 exported and before seeding are replaced by the data's view of that user: the next data
 export contains them.
@@ -15,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import redis
 
-from keyspace.connection import redis_kwargs
-from keyspace.histories import HISTORY_MAX_ITEMS, REPLACE_HISTORY_LUA, encode_items, history_key
+from keyspace.connection import SyncRedis, make_client
+from keyspace.histories import HISTORY_MAX_ITEMS, queue_history_replace
 from training.data.schema import load_dataset
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,15 @@ def latest_histories(interactions: pd.DataFrame, cap: int) -> dict[str, list[str
 
 
 def write_histories(
-    client: redis.Redis, histories: dict[str, list[str]], batch_size: int = 500
+    client: SyncRedis, histories: dict[str, list[str]], batch_size: int = 500
 ) -> int:
     """Replace each user's history list (one atomic script call per user, ``batch_size``
     users per non-transactional pipeline). Returns the number of users written."""
-    replace = client.register_script(REPLACE_HISTORY_LUA)
     users = list(histories)
     for start in range(0, len(users), batch_size):
         pipe = client.pipeline(transaction=False)
         for user in users[start : start + batch_size]:
-            replace(keys=[history_key(user)], args=encode_items(histories[user]), client=pipe)
+            queue_history_replace(pipe, user, histories[user])
         pipe.execute()
     return len(users)
 
@@ -64,9 +63,10 @@ def seed_histories(data_dir: str | Path, redis_url: str, cap: int = HISTORY_MAX_
     Raises:
         DataFormatError: the data directory breaks the format.
         redis.RedisError: Redis cannot be reached.
+        RedisConnectionConfigError: the URL or the ``RECALL_REDIS_*`` settings are wrong.
     """
     histories = latest_histories(load_dataset(data_dir).interactions, cap)
-    client = redis.Redis.from_url(redis_url, socket_timeout=10, **redis_kwargs(redis_url))
+    client = make_client(redis_url, socket_timeout=10)
     try:
         written = write_histories(client, histories)
     finally:

@@ -15,6 +15,11 @@ when it changes. The hourly DAG ``recall_refresh_vectors`` calls ``refresh_touch
 which re-encodes everyone in the ``recall:touched`` set since its previous run, covering
 anything the worker missed (it was down, or the stream was trimmed).
 
+Redis Cluster (a ``redis+cluster://`` URL, ``keyspace.connection``): every command names
+one key (the stream and its consumer group live in the stream's slot), and the history
+reads and vector writes are non-transactional pipelines, which a cluster client splits by
+node.
+
 TensorFlow is only imported by the default encoder loader (``training.user_encoder``).
 """
 
@@ -38,7 +43,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from artifacts.errors import ArtifactError
 from artifacts.lineage import index_lineage
 from artifacts.store import ArtifactStore
-from keyspace.connection import redis_kwargs
+from keyspace.connection import REDIS_ERRORS, SyncRedis, make_client
 from keyspace.events import (
     EVENTS_STREAM,
     REFRESH_WATERMARK,
@@ -52,6 +57,8 @@ from keyspace.user_vectors import MalformedValue, encode_vector, user_vector_key
 log = logging.getLogger(__name__)
 
 MODEL_KIND = "models"
+RETRIED_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ArtifactError)
+"""What ``Refresher.run`` logs and retries with backoff (the batch stays pending)."""
 
 
 class Encoder(Protocol):
@@ -149,7 +156,7 @@ class ServingModel:
 
 
 def refresh_users(
-    client: redis.Redis, encoder: Encoder, user_ids: Sequence[str], batch_size: int = 512
+    client: SyncRedis, encoder: Encoder, user_ids: Sequence[str], batch_size: int = 512
 ) -> int:
     """Re-encode ``user_ids`` from their histories and write their vectors under
     ``encoder.model_version``. Users with an empty history are skipped. Returns how many
@@ -190,7 +197,7 @@ class Refresher:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncRedis,
         model: ServingModel,
         consumer: str | None = None,
         *,
@@ -285,7 +292,7 @@ class Refresher:
                     group_ready = True
                 self.poll()
                 backoff = 0.1
-            except (redis.RedisError, OSError, ArtifactError) as exc:
+            except RETRIED_ERRORS as exc:
                 log.warning("refresher: %s; retrying in %.1f s", exc, backoff)
                 # Entries read but not acknowledged are reclaimed from the start.
                 self._claim_cursor = "0-0"
@@ -297,11 +304,7 @@ def make_refresher(
     settings: RefresherSettings, loader: EncoderLoader = load_user_encoder
 ) -> Refresher:
     """A Refresher wired from settings (its Redis client waits longer than one block)."""
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.refresh_block_ms / 1000 + 10,
-        **redis_kwargs(settings.redis_url),
-    )
+    client = make_client(settings.redis_url, socket_timeout=settings.refresh_block_ms / 1000 + 10)
     model = ServingModel(
         ArtifactStore(settings.artifact_root), loader, settings.model_check_interval_s
     )
@@ -331,7 +334,7 @@ def refresh_touched_users(
     every touched user. Returns the number of vectors written.
     """
     now = time.time() if now is None else now
-    client = redis.Redis.from_url(redis_url, socket_timeout=30, **redis_kwargs(redis_url))
+    client = make_client(redis_url, socket_timeout=30)
     try:
         raw = client.get(REFRESH_WATERMARK)
         since = float(raw) - overlap_s if raw is not None else float("-inf")

@@ -21,8 +21,9 @@ from artifacts.store import ArtifactStore
 from recall_cli.local_redis import LocalRedis, free_port
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.client import RecallClient
+from serving.config import ServerSettings
 from serving.fleet import FleetSettings, ShipFailed, fleet_status, ship, ship_published
-from tests.integration.harness import RECALL, copy_index_as, run_cli
+from tests.integration.harness import RECALL, ServerThread, copy_index_as, run_cli
 from tests.integration.synthetic_index import publish_synthetic
 
 pytestmark = pytest.mark.integration
@@ -206,6 +207,8 @@ def test_ship_with_a_canary_under_load_is_verified_with_zero_failed_calls(fleet:
     with Load(fleet.recall, fleet.users) as load:
         report = ship(fleet.store, version, fleet.admin, fleet.admin[:1], settings=quick())
         time.sleep(0.5)
+    # Reported with -s (the figure the README's release section quotes).
+    print(f"ship to 3 servers: {report.seconds:.2f} s; {load.ok} Recall calls OK under load")
     assert load.failed == Counter(), f"failed calls during the ship: {load.failed}"
     assert load.ok > 50
     assert set(load.versions) == {fleet.base, version}  # the switch happened under load
@@ -319,3 +322,31 @@ def test_rollback_holds_across_watcher_polls_and_a_pipeline_run_until_unpin(
         assert fleet.versions() == [bad] * 3  # unpin ships LATEST
     assert load.failed == Counter(), f"failed calls: {load.failed}"
     assert {fleet.base, bad} <= set(load.versions)
+
+
+def test_a_server_started_under_a_pin_serves_the_pinned_version(fleet: Fleet) -> None:
+    fleet.reset()
+    newer = fleet.new_index("20260106T000000Z-newer")
+    fleet.store.set_latest(INDEXES, newer)
+    fleet.store.pin(INDEXES, fleet.base, reason="hold for the test")
+    try:
+        values: dict[str, object] = {
+            "port": 0,
+            "admin_port": 0,
+            "metrics_port": 0,
+            "redis_url": fleet.redis.url,
+            "artifact_root": str(fleet.root),
+            "watch_interval_s": WATCH_S,
+            "vector_repair_interval_s": 0,
+        }
+        settings = ServerSettings(**values)  # type: ignore[arg-type]
+        with ServerThread(settings) as server:
+            status = fleet_status([f"127.0.0.1:{server.admin_port}"])[0]
+            assert status.index_version == fleet.base  # not LATEST
+            fleet.store.unpin(INDEXES)  # the watcher follows the move to LATEST
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and server.holder.current().index_version != newer:
+                time.sleep(0.1)
+            assert server.holder.current().index_version == newer
+    finally:
+        fleet.store.unpin(INDEXES)

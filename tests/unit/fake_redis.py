@@ -84,6 +84,14 @@ class FakeRedis:
         self.lists[key] = list(values)
         return len(values)
 
+    def execute_command(self, *args: Any) -> Any:
+        """Only ``EVAL REPLACE_HISTORY_LUA 1 key items...`` (keyspace.histories)."""
+        from keyspace.histories import REPLACE_HISTORY_LUA
+
+        command, script, numkeys, key, *values = args
+        assert (command, script, numkeys) == ("EVAL", REPLACE_HISTORY_LUA, 1), args
+        return self._replace_list(key, values)
+
     # sorted sets
     def zadd(self, key: bytes, mapping: dict[bytes, float]) -> int:
         self.zsets.setdefault(key, {}).update(mapping)

@@ -177,7 +177,7 @@ def test_hourly_refresh_covers_users_touched_since_the_last_run(
     store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = FakeRedis()
-    monkeypatch.setattr("training.refresher.redis.Redis.from_url", lambda *a, **k: client)
+    monkeypatch.setattr("training.refresher.make_client", lambda *a, **k: client)
     for user, touched in (("old", 100.0), ("mid", 1000.0), ("new", 2000.0)):
         client.lpush(f"recall:hist:{user}".encode(), b"a")
         client.zadd(TOUCHED_USERS, {user.encode(): touched})
@@ -221,4 +221,4 @@ def test_write_histories_replaces_each_list_in_one_pipeline() -> None:
     assert client.lists[b"recall:hist:u"] == [b"d", b"b"]
     assert client.lists[b"recall:hist:v"] == [b"x"]
     assert client.lists[b"recall:hist:other"] == [b"kept"]
-    assert client.executed == [["_replace_list", "_replace_list"]]
+    assert client.executed == [["execute_command", "execute_command"]]
