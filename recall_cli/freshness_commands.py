@@ -10,7 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from recall_cli.output import console, friendly_errors
-from recall_cli.serving_commands import _target
+from recall_cli.serving_commands import (
+    ServiceTokenFile,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    TlsServerName,
+    UseTls,
+    _security,
+    _target,
+)
 
 interactions_app = typer.Typer(
     help="Interactions (user histories) through a running recall server.", no_args_is_help=True
@@ -26,11 +35,19 @@ def interactions_add(
         int, typer.Option(help="Unix seconds of the first item (each next one +1 s); 0 = now.")
     ] = 0,
     port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: ServiceTokenFile = None,
 ) -> None:
     """Record that USER interacted with ITEMS (RecordInteractions over gRPC).
 
     The server appends them to the user's history; a running refresher rewrites the user's
     vector within seconds (`recall query -u USER` then shows the new candidates).
+    TLS and token options as for `recall query` (RecordInteractions is a RecallService call:
+    the service token, not the admin one).
     """
     import time
 
@@ -38,7 +55,8 @@ def interactions_add(
 
     # Items given on one command line are in time order: oldest first, one second apart.
     start = timestamp or int(time.time()) - len(items) + 1
-    client = RecallClient(_target(port))
+    security = _security(tls, tls_ca, tls_cert, tls_key, tls_server_name, token_file=token_file)
+    client = RecallClient(_target(port), security=security)
     try:
         reply = client.record_interactions(
             [(user, item, start + i) for i, item in enumerate(items)]

@@ -48,8 +48,9 @@ def _target(port: int) -> str:
     return f"{os.environ.get('RECALL_HOST', '127.0.0.1')}:{port}"
 
 
-# Client-side security options, shared by query/status/load-index. The names mirror the
-# server's settings (RECALL_ADMIN_TOKEN_FILE, RECALL_SERVICE_TOKEN_FILE: the same files).
+# Client-side security options, shared by query/status/load-index and `interactions add`.
+# The names mirror the server's settings (RECALL_ADMIN_TOKEN_FILE, RECALL_SERVICE_TOKEN_FILE:
+# the same files).
 TlsCa = Annotated[
     str | None,
     typer.Option(
@@ -84,6 +85,23 @@ UseTls = Annotated[
         "--tls/--no-tls",
         envvar="RECALL_TLS",
         help="TLS with the system's trust store (implied by --tls-ca / --tls-cert).",
+    ),
+]
+
+ServiceTokenFile = Annotated[
+    str | None,
+    typer.Option(
+        "--token-file",
+        envvar="RECALL_SERVICE_TOKEN_FILE",
+        help="File holding the RecallService bearer token (if the server asks for one).",
+    ),
+]
+AdminTokenFile = Annotated[
+    str | None,
+    typer.Option(
+        "--token-file",
+        envvar="RECALL_ADMIN_TOKEN_FILE",
+        help="File holding the RecallAdmin bearer token (first line).",
     ),
 ]
 
@@ -129,13 +147,7 @@ def query(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_server_name: TlsServerName = None,
-    token_file: Annotated[
-        str | None,
-        typer.Option(
-            envvar="RECALL_SERVICE_TOKEN_FILE",
-            help="File holding the RecallService bearer token (if the server asks for one).",
-        ),
-    ] = None,
+    token_file: ServiceTokenFile = None,
 ) -> None:
     """Ask a running recall server for candidates and print them."""
     from serving.client import RecallClient
@@ -164,13 +176,7 @@ def status(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_server_name: TlsServerName = None,
-    token_file: Annotated[
-        str | None,
-        typer.Option(
-            envvar="RECALL_ADMIN_TOKEN_FILE",
-            help="File holding the RecallAdmin bearer token (first line).",
-        ),
-    ] = None,
+    token_file: AdminTokenFile = None,
 ) -> None:
     """Show what a running server serves (RecallAdmin/GetStatus)."""
     from serving.client import RecallClient
@@ -212,13 +218,7 @@ def load_index(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_server_name: TlsServerName = None,
-    token_file: Annotated[
-        str | None,
-        typer.Option(
-            envvar="RECALL_ADMIN_TOKEN_FILE",
-            help="File holding the RecallAdmin bearer token (first line).",
-        ),
-    ] = None,
+    token_file: AdminTokenFile = None,
 ) -> None:
     """Tell a running server to verify, load and swap to an index version (rollback too)."""
     from serving.client import RecallClient
