@@ -100,6 +100,46 @@ def bench_serve(
     )
 
 
+@bench_app.command("soak")
+@friendly_errors
+def bench_soak(
+    seconds: Annotated[
+        float, typer.Option(help="Length of the run (≥ 600 for published figures).")
+    ] = 600,
+    sample_s: Annotated[float, typer.Option(help="Seconds between samples.")] = 10,
+    swap_s: Annotated[float, typer.Option(help="Seconds between index swaps.")] = 30,
+    outage_s: Annotated[float, typer.Option(help="How long each Redis fault lasts.")] = 5,
+    users: int = 5_000,
+    items: int = 20_000,
+    recall_workers: Annotated[int, typer.Option(help="Concurrent Recall callers.")] = 6,
+    batch_workers: Annotated[int, typer.Option(help="Concurrent BatchRecall callers.")] = 1,
+    max_rss_growth: Annotated[
+        float, typer.Option(help="Flat: RSS growth over the last half below this fraction.")
+    ] = 0.05,
+) -> None:
+    """Mixed load on a real server for SECONDS with index swaps and a Redis stop and
+    kill -9: RSS, open fds and calls by outcome every SAMPLE_S, then a verdict; exit 1 when
+    not flat (bench/README.md)."""
+    from bench.soak import SoakConfig, run
+    from recall_cli import paths
+
+    if seconds <= 0 or sample_s <= 0 or swap_s <= 0 or outage_s <= 0:
+        raise typer.BadParameter("--seconds, --sample-s, --swap-s and --outage-s must be > 0")
+    config = SoakConfig(
+        seconds=seconds,
+        sample_s=sample_s,
+        swap_s=swap_s,
+        outage_s=outage_s,
+        users=users,
+        items=items,
+        recall_workers=recall_workers,
+        batch_workers=batch_workers,
+        max_rss_growth=max_rss_growth,
+    )
+    if not run(config, paths.home() / "bench").flat:
+        raise typer.Exit(1)
+
+
 @app.command()
 @friendly_errors
 def demo(
