@@ -104,7 +104,7 @@ def status(
     if not members:
         console.print("no fleet configured (RECALL_FLEET / --fleet)")
         return
-    statuses = fleet_status(members, settings.fleet_rpc_timeout_s)
+    statuses = fleet_status(members, settings.fleet_rpc_timeout_s, settings.client_security())
     table = Table(title=f"fleet ({len(members)} servers)")
     for column in ("server", "index", "model", "failed calls", ""):
         table.add_column(column)

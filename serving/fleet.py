@@ -35,9 +35,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from artifacts.errors import ArtifactError
 from artifacts.store import ArtifactStore, split_uri
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
+from serving.client import ClientSecurity, read_token
 from serving.errors import RecallError
 from serving.index.artifact import INDEX_KIND
 from serving.model_artifact import open_model_artifact
+from serving.security import AUTHORIZATION, SecurityConfigError
 from serving.tasks import index_model_version
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,43 @@ class FleetSettings(BaseSettings):
         gt=0,
         description="Deadline of each LoadIndex (verify + read the index), seconds.",
     )
+    # How the shipper authenticates: the same variables `recall status|query` read.
+    tls: bool = Field(default=False, description="TLS with the system's trust store.")
+    tls_ca_file: str | None = Field(
+        default=None, description="PEM CA of the servers' certificates; turns TLS on."
+    )
+    client_tls_cert_file: str | None = Field(
+        default=None, description="PEM client certificate for mTLS (with the key)."
+    )
+    client_tls_key_file: str | None = Field(default=None, description="Its PEM key.")
+    tls_server_name: str | None = Field(
+        default=None,
+        description=(
+            "Name expected in the servers' certificates (needed when a headless service "
+            "name expands to pod IPs that the certificates do not list)."
+        ),
+    )
+    admin_token_file: str | None = Field(
+        default=None, description="RecallAdmin bearer token file (LoadIndex, GetStatus)."
+    )
+    service_token_file: str | None = Field(
+        default=None, description="RecallService bearer token file (the probe queries)."
+    )
+
+    def client_security(self) -> ClientSecurity:
+        """The channels' TLS and tokens (token files read now; FleetConfigError if not)."""
+        try:
+            return ClientSecurity(
+                tls=self.tls,
+                ca_file=self.tls_ca_file,
+                cert_file=self.client_tls_cert_file,
+                key_file=self.client_tls_key_file,
+                server_name=self.tls_server_name,
+                token=read_token(self.service_token_file) if self.service_token_file else None,
+                admin_token=read_token(self.admin_token_file) if self.admin_token_file else None,
+            )
+        except SecurityConfigError as exc:
+            raise FleetConfigError(f"fleet client security: {exc}") from exc
 
 
 # ---------------------------------------------------------------- addresses
@@ -182,26 +221,40 @@ def _rpc_error(exc: grpc.RpcError) -> str:
     return f"{exc.code().name}: {exc.details()}"
 
 
-def _channel(address: str) -> grpc.Channel:
-    """The one place fleet channels are made (credentials go here when admin TLS is on)."""
-    return grpc.insecure_channel(address)
+def _bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    return ((AUTHORIZATION, f"Bearer {token}"),) if token else ()
 
 
 class MemberConnection:
     """RecallAdmin (and, for probes, RecallService) of one fleet member; every call has a
     deadline. Close it when done."""
 
-    def __init__(self, address: str, rpc_timeout_s: float, load_timeout_s: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        rpc_timeout_s: float,
+        load_timeout_s: float,
+        security: ClientSecurity | None = None,
+    ) -> None:
         self.address = address
         self.rpc_timeout_s = rpc_timeout_s
         self.load_timeout_s = load_timeout_s
-        self._admin_channel = _channel(address)
+        self.security = security or ClientSecurity()
+        self._admin_metadata = _bearer(self.security.admin_token)
+        try:
+            self._admin_channel = self.security.channel(address)
+        except SecurityConfigError as exc:  # an unreadable PEM file
+            raise FleetConfigError(f"fleet client security: {exc}") from exc
         self._admin = recall_pb2_grpc.RecallAdminStub(self._admin_channel)
         self._recall_channel: grpc.Channel | None = None
 
     def status(self) -> MemberStatus:
         """GetStatus; raises grpc.RpcError when the member does not answer."""
-        reply = self._admin.GetStatus(recall_pb2.GetStatusRequest(), timeout=self.rpc_timeout_s)
+        reply = self._admin.GetStatus(
+            recall_pb2.GetStatusRequest(),
+            timeout=self.rpc_timeout_s,
+            metadata=self._admin_metadata,
+        )
         return MemberStatus(
             self.address,
             reply.index_version,
@@ -212,7 +265,7 @@ class MemberConnection:
 
     def load(self, version: str) -> None:
         request = recall_pb2.LoadIndexRequest(version=version)
-        self._admin.LoadIndex(request, timeout=self.load_timeout_s)
+        self._admin.LoadIndex(request, timeout=self.load_timeout_s, metadata=self._admin_metadata)
 
     def probe(self, recall_port: int, users: Sequence[str], version: str) -> None:
         """Recall for each user on this member's RecallService; raises ShipFailed unless
@@ -221,12 +274,13 @@ class MemberConnection:
             raise ShipFailed(f"{self.address} does not report its recall port; cannot probe it")
         if self._recall_channel is None:
             host, _ = _split(self.address)
-            self._recall_channel = _channel(_join(host, recall_port))
+            self._recall_channel = self.security.channel(_join(host, recall_port))
         stub = recall_pb2_grpc.RecallServiceStub(self._recall_channel)
+        metadata = _bearer(self.security.token)
         for user in users:
             request = recall_pb2.RecallRequest(user_id=user, k=10)
             try:
-                answer = stub.Recall(request, timeout=self.rpc_timeout_s)
+                answer = stub.Recall(request, timeout=self.rpc_timeout_s, metadata=metadata)
             except grpc.RpcError as exc:
                 raise ShipFailed(f"probe for user {user}: {_rpc_error(exc)}") from exc
             if answer.index_version != version:
@@ -249,11 +303,13 @@ class MemberConnection:
             self._recall_channel.close()
 
 
-def fleet_status(members: Sequence[str], rpc_timeout_s: float = 5.0) -> list[MemberStatus]:
+def fleet_status(
+    members: Sequence[str], rpc_timeout_s: float = 5.0, security: ClientSecurity | None = None
+) -> list[MemberStatus]:
     """GetStatus of every member; one that does not answer has ``error`` set."""
     out = []
     for address in members:
-        conn = MemberConnection(address, rpc_timeout_s, rpc_timeout_s)
+        conn = MemberConnection(address, rpc_timeout_s, rpc_timeout_s, security)
         try:
             out.append(conn.status())
         except grpc.RpcError as exc:
@@ -324,8 +380,11 @@ def ship(
         probes = list(users) if users else probe_users(store, version, settings.fleet_probe_users)
     except ArtifactError as exc:
         raise ShipFailed(f"cannot ship index {version}: {exc}") from exc
+    security = settings.client_security()
     conns = {
-        m: MemberConnection(m, settings.fleet_rpc_timeout_s, settings.fleet_load_timeout_s)
+        m: MemberConnection(
+            m, settings.fleet_rpc_timeout_s, settings.fleet_load_timeout_s, security
+        )
         for m in members
     }
     try:

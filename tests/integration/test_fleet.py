@@ -350,3 +350,31 @@ def test_a_server_started_under_a_pin_serves_the_pinned_version(fleet: Fleet) ->
             assert server.holder.current().index_version == newer
     finally:
         fleet.store.unpin(INDEXES)
+
+
+def test_the_shipper_sends_the_admin_token_the_server_asks_for(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.reset()
+    token = tmp_path / "admin.token"
+    token.write_text("fleet-token-1\n")
+    values: dict[str, object] = {
+        "port": 0,
+        "admin_port": 0,
+        "metrics_port": 0,
+        "redis_url": fleet.redis.url,
+        "artifact_root": str(fleet.root),
+        "watch_interval_s": 0,
+        "vector_repair_interval_s": 0,
+        "admin_token_file": str(token),
+    }
+    with ServerThread(ServerSettings(**values)) as server:  # type: ignore[arg-type]
+        member = [f"127.0.0.1:{server.admin_port}"]
+        (refused,) = fleet_status(member)
+        assert refused.error.startswith("UNAUTHENTICATED")
+        with_token = FleetSettings(admin_token_file=str(token))
+        (answered,) = fleet_status(member, security=with_token.client_security())
+        assert answered.index_version == fleet.base and not answered.error
+        version = fleet.new_index("20260107T000000Z-token")
+        ship(fleet.store, version, member, member, promote=False, settings=with_token)
+        assert server.holder.current().index_version == version

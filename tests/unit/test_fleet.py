@@ -139,3 +139,11 @@ def test_ship_refuses_an_empty_fleet_and_a_foreign_canary(tmp_path: Path) -> Non
         ship(store, "v1", [], [])
     with pytest.raises(FleetConfigError, match="not in the fleet"):
         ship(store, "v1", ["a:1"], ["b:1"])
+
+
+def test_unreadable_client_credentials_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(FleetConfigError, match="cannot read token file"):
+        FleetSettings(admin_token_file=str(tmp_path / "absent")).client_security()
+    (tmp_path / "token").write_text("s3cret\n")
+    security = FleetSettings(admin_token_file=str(tmp_path / "token")).client_security()
+    assert security.admin_token == "s3cret" and not security.uses_tls
