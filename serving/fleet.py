@@ -454,6 +454,8 @@ def _ship_steps(
         if report.promoted and old_latest:
             store.set_latest(INDEX_KIND, old_latest, previous=old_previous)
             undo.append(f"indexes/LATEST back to {old_latest}")
+        elif report.promoted:
+            undo.append(f"indexes/LATEST left on {version} (there was none before)")
         raise ShipFailed(
             f"ship of index {version} failed at {where}: {reason}. "
             + ("; ".join(undo) if undo else "nothing had changed")
