@@ -220,7 +220,7 @@ def merge_interactions(interactions: pd.DataFrame, canonical: CanonicalMap) -> p
     if not aliases:
         return interactions
     merged = interactions.copy()
-    merged["item_id"] = merged["item_id"].map(lambda i: aliases.get(i, i))
+    merged["item_id"] = merged["item_id"].map(aliases).fillna(merged["item_id"])
     return merged
 
 

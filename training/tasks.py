@@ -11,7 +11,12 @@ from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, new_version
 from catalogue.canonical_map import CanonicalMap
 from catalogue.config import DuplicateConfig, read_duplicate_config
-from catalogue.duplicates import drop_aliases, find_duplicates, merge_interactions
+from catalogue.duplicates import (
+    DuplicateInputError,
+    drop_aliases,
+    find_duplicates,
+    merge_interactions,
+)
 from training.config import read_train_config
 from training.data.schema import Dataset, load_dataset
 from training.export import publish_model
@@ -88,7 +93,11 @@ def merge_duplicate_items(
         # compared this way, which is no reason to refuse to train on it.
         log.warning("duplicate detection skipped: the items table has no %s column", missing)
         return dataset, empty
-    canonical = find_duplicates(dataset.items, config, dataset.interactions)
+    try:
+        canonical = find_duplicates(dataset.items, config, dataset.interactions)
+    except DuplicateInputError as exc:  # e.g. an id listed twice: train as before, unmerged
+        log.warning("duplicate detection skipped: %s", exc)
+        return dataset, empty
     if canonical.groups:
         log.info(
             "merging %d duplicate item groups (%d ids) into their canonical ids",
