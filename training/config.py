@@ -53,6 +53,12 @@ class TrainConfig(BaseModel):
     history_decay: float = Field(
         0.98, gt=0, le=1, description="Initial recency weight ratio between positions."
     )
+    item_bias: bool = Field(
+        False,
+        description="Learn a per-item score bias from the item tower's inputs (popularity "
+        "that content predicts: what ranks items with no interactions). It is served as one "
+        "extra dimension: item vectors end in temperature·bias, user vectors in 1.",
+    )
     item_id_dropout: float = Field(
         0.0,
         ge=0,

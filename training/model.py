@@ -9,7 +9,9 @@
   feature embeddings → dense → L2 normalisation.
 
 Both emit ``[batch, dim]`` float32 of unit norm: a dot product of a user and an item vector
-is their cosine similarity. Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary
+is their cosine similarity. With ``item_bias`` both get one more dimension (user: 1, item:
+temperature × a bias learnt from the item's inputs), so the inner product also carries the
+item's learnt popularity, which is what ranks items that have no interactions yet. Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary
 id, missing feature value, history padding).
 """
 
@@ -123,6 +125,11 @@ class ItemTower(keras.Model):
         self.head = _head(
             config.hidden_units, config.embedding_dim, "item_head", config.normalize_items
         )
+        self.bias = (
+            keras.layers.Dense(1, kernel_initializer="zeros", name="item_bias")
+            if config.item_bias
+            else None
+        )
 
     def build(self, input_shape: Any = None) -> None:
         """Sub-layers build on their first call (shapes are known only then)."""
@@ -136,7 +143,13 @@ class ItemTower(keras.Model):
         parts = [self.id_embedding(ids)]
         if self.features is not None:
             parts.extend(self.features(items))
-        return self.head(tf.concat(parts, axis=-1))
+        inputs = tf.concat(parts, axis=-1)
+        vectors = self.head(inputs)
+        if self.bias is None:
+            return vectors
+        # The bias rides in one extra dimension that meets the user vector's constant 1:
+        # u·v / T + b = [u, 1]·[v, T·b] / T, so an inner-product index serves it unchanged.
+        return tf.concat([vectors, self.config.temperature * self.bias(inputs)], axis=-1)
 
     def embed_ids(self, ids: tf.Tensor) -> tf.Tensor:
         return self(self.lookup(ids))
@@ -211,7 +224,10 @@ class UserTower(keras.Model):
             parts.append(self.id_embedding(ids))
         if self.features is not None:
             parts.extend(self.features(users))
-        return self.head(tf.concat(parts, axis=-1))
+        vectors = self.head(tf.concat(parts, axis=-1))
+        if not self.config.item_bias:
+            return vectors
+        return tf.concat([vectors, tf.ones_like(vectors[:, :1])], axis=-1)
 
     def embed_ids(self, user_ids: tf.Tensor, history_ids: tf.Tensor) -> tf.Tensor:
         """[B] string user ids, [B, H] string item ids (most recent first, "" padded;

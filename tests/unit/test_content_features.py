@@ -119,3 +119,48 @@ def test_full_softmax_leaves_items_without_interactions_out() -> None:
     assert float(got) == pytest.approx(expected, rel=1e-5)
     unmasked = float(full_softmax_loss(tf.constant(users), tf.constant(items), np.array([1]), 0.5))
     assert unmasked > float(got)
+
+
+def test_item_bias_is_served_as_one_extra_dimension() -> None:
+    from training.model import UserTower
+
+    config = TrainConfig(
+        features=FeatureSpec(item=[FeatureColumn(column="genres", kind="multi_categorical")]),
+        hidden_units=[],
+        embedding_dim=8,
+        item_bias=True,
+        use_user_features=False,
+        history_length=3,
+    )
+    fitted = fit_features(config.features.item, ITEMS, "items")
+    table = encode_table(fitted, ITEMS, "item_id", list(ITEMS["item_id"]))
+    item_tower = ItemTower(list(ITEMS["item_id"]), fitted, table, config)
+    assert item_tower.bias is not None
+    item_tower(np.arange(1, 5))
+    item_tower.bias.set_weights([np.ones((item_tower.bias.kernel.shape[0], 1)), np.array([0.5])])
+    items = np.asarray(item_tower(np.arange(1, 5)))
+    users = np.asarray(
+        UserTower(["u", "v"], item_tower, [], {}, config)(
+            {"user": np.array([1, 2]), "history": np.array([[1, 2, 0], [3, 0, 0]])}
+        )
+    )
+    assert items.shape == (4, 9) and users.shape == (2, 9)
+    np.testing.assert_allclose(users[:, 8], 1.0)
+    np.testing.assert_allclose(np.linalg.norm(users[:, :8], axis=1), 1.0, rtol=1e-5)
+    # The served inner product is the training logit times the temperature.
+    bias = np.asarray(item_tower.bias(tf_inputs(item_tower)))[:, 0]
+    np.testing.assert_allclose(items[:, 8], config.temperature * bias, rtol=1e-5)
+    np.testing.assert_allclose(
+        users @ items.T, users[:, :8] @ items[:, :8].T + config.temperature * bias, rtol=1e-5
+    )
+
+
+def tf_inputs(tower: ItemTower) -> object:
+    """The concatenated id + feature embeddings the tower's head and bias read."""
+    import tensorflow as tf
+
+    rows = tf.range(1, 5, dtype=tf.int64)
+    parts = [tower.id_embedding(tf.gather(tower.id_rows, rows))]
+    assert tower.features is not None
+    parts.extend(tower.features(rows))
+    return tf.concat(parts, axis=-1)
