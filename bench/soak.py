@@ -147,6 +147,8 @@ class SoakReport:
     reasons: list[str]  # why the run is not flat; empty = flat
     rss_growth: float
     fd_growth: int
+    server_pid: int = 0  # what the run started, for checks that it is all gone
+    redis_port: int = 0
 
     @property
     def flat(self) -> bool:
@@ -452,19 +454,28 @@ def _own_redis(directory: Path) -> Iterator[LocalRedis]:
             print(f"warning: stopping the soak's Redis: {exc}", file=sys.stderr)
 
 
-def _raise_on_sigterm() -> None:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, so `kill PID` cleans up like
+    Ctrl-C; the previous handler comes back after (only the main thread may set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(config: SoakConfig, home: Path) -> SoakReport:
     """One soak run (see the module docstring); everything it starts is stopped on return."""
     home.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"soak-{os.getpid()}-", dir=home))
-    if threading.current_thread() is threading.main_thread():
-        _raise_on_sigterm()  # so that `kill PID` cleans up like Ctrl-C
     try:
         print(
             f"recall bench soak: {config.seconds:.0f} s, {config.users} users × "
@@ -479,7 +490,7 @@ def run(config: SoakConfig, home: Path) -> SoakReport:
             for _ in range(2)
         )
         versions = (first.index_version, second.index_version)
-        with _own_redis(workdir / "redis") as local:
+        with _sigterm_as_interrupt(), _own_redis(workdir / "redis") as local:
             client = redis.Redis.from_url(local.url)
             try:
                 load_user_vectors(model, client)
@@ -540,6 +551,7 @@ def _serve_and_soak(
         if proc.poll() is not None:
             raise RuntimeError(f"recall serve exited ({proc.returncode}):\n{_tail(log)}")
     report = judge(config, samples, outages, soak.tally)
+    report.server_pid, report.redis_port = proc.pid, local.port
     print(summary(report))
     return report
 
