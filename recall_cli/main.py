@@ -136,7 +136,12 @@ def bench_soak(
         batch_workers=batch_workers,
         max_rss_growth=max_rss_growth,
     )
-    if not run(config, paths.home() / "bench").flat:
+    try:
+        report = run(config, paths.home() / "bench")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run() has stopped what it started
+        console.print("soak interrupted; its server and Redis are stopped, its files removed")
+        raise typer.Exit(130) from None
+    if not report.flat:
         raise typer.Exit(1)
 
 
