@@ -26,6 +26,14 @@ def serve(
     artifact_root: Annotated[
         str | None, typer.Option(help="Default: $RECALL_ARTIFACT_ROOT or $RECALL_HOME/artifacts.")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port (default: $RECALL_WORKERS or 1); "
+            "worker 0 serves the admin port for all.",
+        ),
+    ] = None,
 ) -> None:
     """Run a recall server on the latest published index until Ctrl-C / SIGTERM.
 
@@ -39,7 +47,11 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = load_settings(
-        port=port, admin_port=admin_port, redis_url=redis_url, artifact_root=artifact_root
+        port=port,
+        admin_port=admin_port,
+        redis_url=redis_url,
+        artifact_root=artifact_root,
+        workers=workers,
     )
     serve_until_stopped(settings)
 

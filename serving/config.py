@@ -174,6 +174,16 @@ class ServerSettings(BaseSettings):
             "grpc.aio measured here; see bench/README.md)."
         ),
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description=(
+            "Server processes of `recall serve` sharing the recall port (SO_REUSEPORT); "
+            "worker 0 serves the admin port and fans LoadIndex/GetStatus out to the others, "
+            "worker i serves /metrics on metrics_port + i (serving/workers.py)."
+        ),
+    )
     tls_cert_file: str | None = Field(
         None,
         description=(

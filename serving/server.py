@@ -63,6 +63,7 @@ from serving.security import (
 )
 from serving.user_vectors import UserVectorStore
 from serving.vector_repair import VectorRepairer
+from serving.workers import WorkerPeers, WorkerRole, merge_status, supervise
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
 
 
 class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
-    def __init__(self, server: RecallServer) -> None:
+    """``fan_out``: with ``server.peers`` set (worker 0 of several, serving/workers.py),
+    LoadIndex and GetStatus also act on the host's other workers; False on the private
+    per-worker sockets, which answer for their own process only."""
+
+    def __init__(self, server: RecallServer, *, fan_out: bool = True) -> None:
         self.server = server
+        self.fan_out = fan_out
 
     @grpc_method("GetStatus")
     async def GetStatus(
@@ -271,6 +277,8 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
                 count = meta.get("count") if meta else None
                 response.user_vectors_loaded = meta is not None
                 response.user_vector_count = count if isinstance(count, int) else 0
+        if self.fan_out and self.server.peers is not None:
+            merge_status(response, await self.server.peers.statuses())
         return response
 
     @grpc_method("LoadIndex")
@@ -278,6 +286,8 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
         self, request: recall_pb2.LoadIndexRequest, context: grpc.aio.ServicerContext
     ) -> recall_pb2.LoadIndexResponse:
         loaded, previous = await self.server.load_index(request.version or None)
+        if self.fan_out and self.server.peers is not None:
+            await self.server.peers.load_index(loaded.index_version)
         return recall_pb2.LoadIndexResponse(
             index_version=loaded.index_version,
             model_version=loaded.model_version,
@@ -379,6 +389,7 @@ class RecallServer:
         self.admin_port = 0
         self._watcher: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None
+        self.peers: WorkerPeers | None = None  # the host's other workers (worker 0 only)
 
     async def start(self) -> None:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
@@ -387,8 +398,11 @@ class RecallServer:
         # gRPC enables SO_REUSEPORT by default: a second server on a busy port would start
         # "successfully" and silently share traffic. Refuse that instead.
         options = [("grpc.so_reuseport", 0)]
+        # Workers of one host (RECALL_WORKERS > 1) share the recall port on purpose; their
+        # supervisor has already refused a foreign server on it (serving/workers.py).
+        shared = [("grpc.so_reuseport", 1)] if self.settings.workers > 1 else options
         self.server = grpc.aio.server(
-            options=options, interceptors=interceptors_for(self._recall_policies())
+            options=shared, interceptors=interceptors_for(self._recall_policies())
         )
         self.admin = grpc.aio.server(
             options=options, interceptors=interceptors_for(self._admin_policies())
@@ -539,26 +553,46 @@ class RecallServer:
         await self.vectors.close()
 
 
-def serve(settings: ServerSettings) -> None:
+def serve(settings: ServerSettings, role: WorkerRole | None = None) -> None:
     """Run ``run_forever`` on the configured event loop (asyncio by default; uvloop if
-    asked for and installed)."""
+    asked for and installed). With ``settings.workers`` > 1 and no ``role``: supervise
+    that many worker processes (serving/workers.py) and exit with their status."""
+    if settings.workers > 1 and role is None:
+        status = supervise(settings)
+        if status:
+            raise SystemExit(status)
+        return
     if settings.event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
             log.warning("uvloop is not installed; using the asyncio event loop")
         else:
-            uvloop.run(run_forever(settings))
+            uvloop.run(run_forever(settings, role))
             return
-    asyncio.run(run_forever(settings))
+    asyncio.run(run_forever(settings, role))
 
 
-async def run_forever(settings: ServerSettings) -> None:
-    """Serve until SIGINT/SIGTERM, then stop gracefully."""
+async def _private_admin(server: RecallServer, address: str) -> grpc.aio.Server:
+    """RecallAdmin of this worker alone on its private Unix socket (no fan-out), for
+    worker 0's fan-out and for operators who want one worker's view."""
+    private = grpc.aio.server()
+    recall_pb2_grpc.add_RecallAdminServicer_to_server(AdminServicer(server, fan_out=False), private)
+    private.add_insecure_port(address)
+    await private.start()
+    return private
+
+
+async def run_forever(settings: ServerSettings, role: WorkerRole | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then stop gracefully. ``role``: this process is one
+    worker of several (serving/workers.py)."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     server = RecallServer(settings)
+    if role is not None and role.peers:
+        server.peers = WorkerPeers(role.peers)
     await server.start()
+    private = await _private_admin(server, role.private_admin) if role is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -566,4 +600,8 @@ async def run_forever(settings: ServerSettings) -> None:
     started = time.monotonic()
     await stop.wait()
     log.info("stopping after %.0f s", time.monotonic() - started)
+    if private is not None:
+        await private.stop(0)
     await server.stop()
+    if server.peers is not None:
+        await server.peers.close()
