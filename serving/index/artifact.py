@@ -11,6 +11,7 @@ Directory layout (one immutable version in the artifact store, kind ``indexes``)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -25,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from artifacts.checksums import MANIFEST_NAME, FileEntry, list_files
 from artifacts.errors import ArtifactError
 from artifacts.store import ArtifactStore, new_version
-from serving.index.build import ann_recalls, build_ivfpq, calibrate_nprobe, faiss_threads
+from serving.index.build import (
+    ann_recalls,
+    build_ivfpq,
+    calibrate_nprobe,
+    faiss_threads,
+    set_default_refine_factor,
+    tune_search,
+)
 from serving.index.params import DEFAULT_MIN_RECALL, GATE_KS, IvfPqParams, RefineKind, choose_params
 from serving.model_artifact import ModelArtifact
 
@@ -141,7 +149,22 @@ def write_index_dir(
     params = built.params or params  # a GPU build may have fitted another PQ size
     queries = _gate_queries(model, GATE_QUERIES, seed)
     with faiss_threads(threads):
-        if calibrate:
+        if calibrate and params.tuning is not None:
+            tuned = tune_search(
+                built.index, vectors, queries, gate_ks, params, params.tuning, min_recall
+            )
+            log.info(
+                "search tuning: nprobe=%d refine_factor=%d in %.1f s over %d trials%s",
+                tuned.chosen.nprobe,
+                tuned.chosen.refine_factor,
+                tuned.seconds,
+                len(tuned.trials),
+                "" if tuned.met_targets else f" (targets {tuned.targets} not reached)",
+            )
+            nprobe, recalls = tuned.chosen.nprobe, list(tuned.recalls)
+            params = dataclasses.replace(params, refine_factor=tuned.chosen.refine_factor)
+            set_default_refine_factor(built.index, params.refine_factor)
+        elif calibrate:
             nprobe, recalls = calibrate_nprobe(
                 built.index,
                 vectors,

@@ -15,7 +15,14 @@ import faiss
 import numpy as np
 
 from serving.index.build_metrics import GPU_FALLBACKS, GpuFallbackReason
-from serving.index.params import KMEANS_ITERATIONS, IvfPqParams, gpu_plan
+from serving.index.params import (
+    KMEANS_ITERATIONS,
+    TUNE_NPROBE_PRECISION,
+    IvfPqParams,
+    SearchTuning,
+    gpu_plan,
+    search_cost,
+)
 from serving.index.search import search_parameters
 
 log = logging.getLogger(__name__)
@@ -274,3 +281,139 @@ def calibrate_nprobe(
         if min(recalls) >= min_recall or candidate >= nlist:
             return candidate, recalls
         candidate = min(nlist, candidate * 2)
+
+
+@dataclass(frozen=True)
+class SearchTrial:
+    """One measured configuration: ``recalls`` at each gate k (same order), ``cost`` from
+    ``search_cost`` at the largest k, ``ms_per_query`` measured (batched, informational)."""
+
+    nprobe: int
+    refine_factor: int
+    recalls: tuple[float, ...]
+    cost: float
+    ms_per_query: float
+
+    def meets(self, targets: Sequence[float]) -> bool:
+        return all(r >= t for r, t in zip(self.recalls, targets, strict=True))
+
+
+@dataclass(frozen=True)
+class TunedSearch:
+    """The tuner's answer: ``chosen`` is served; ``recalls`` are its recall@k on the whole
+    query sample (the gate's figures; ``chosen.recalls`` are on the tuning subset);
+    ``met_targets`` False when no trial reached every target (then ``chosen`` is the most
+    accurate trial and the gate decides); ``trials`` in the order measured; ``seconds`` of
+    wall time, exact search and gate measurement included."""
+
+    chosen: SearchTrial
+    recalls: tuple[float, ...]
+    targets: tuple[float, ...]
+    met_targets: bool
+    trials: tuple[SearchTrial, ...]
+    seconds: float
+
+
+def tune_search(
+    index: faiss.Index,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    ks: Sequence[int],
+    params: IvfPqParams,
+    tuning: SearchTuning,
+    min_recall: float,
+) -> TunedSearch:
+    """The cheapest (nprobe, refine factor) whose recall@k against exact search reaches
+    ``tuning.target(k, min_recall)`` at every k of ``ks`` (capped at the catalog size),
+    measured on ``tuning.queries`` evenly spaced rows of ``queries`` ([q, dim]); the chosen
+    pair is then measured on all of ``queries`` (``recalls``: what the gate judges).
+
+    The largest factor of ``tuning.refine_factors`` (1 alone without re-rank) climbs nprobe
+    1, 2, 4, … (and ``params.nprobe``, the heuristic) up to nlist until the targets are met,
+    then bisects the bracket between the last miss and that hit to TUNE_NPROBE_PRECISION:
+    recall grows with nprobe, so the smallest passing nprobe is found in O(log nlist)
+    searches, cheapest first. A smaller factor never passes at a smaller nprobe (it
+    re-ranks a subset of the same candidates), so each is tried once, at that nprobe, and
+    served if it passes there (``search_cost`` is then lower). The exact top-k is computed
+    once.
+    """
+    started = time.perf_counter()
+    ks = [min(k, len(vectors)) for k in ks]
+    targets = tuple(tuning.target(k, min_recall) for k in ks)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    truth = exact_top_k(vectors, queries, max(ks))
+    rows = np.unique(
+        np.linspace(0, len(queries) - 1, min(tuning.queries, len(queries))).astype(int)
+    )
+    sample, sample_truth = queries[rows], truth[rows]
+    nlist = params.nlist
+    factors = sorted(set(tuning.refine_factors), reverse=True) if params.refine != "none" else [1]
+    trials: list[SearchTrial] = []
+
+    def trial(nprobe: int, factor: int) -> SearchTrial:
+        search_params = search_parameters(index, nprobe, factor)
+        recalls = []
+        took = 0.0
+        for k in ks:
+            t0 = time.perf_counter()
+            _, found = index.search(sample, k, params=search_params)
+            took = time.perf_counter() - t0  # the largest k's search is the one kept
+            recalls.append(recall_against(sample_truth, found, k))
+        cost = search_cost(
+            nprobe,
+            factor,
+            max(ks),
+            items_per_list=len(vectors) / nlist,
+            m=params.m,
+            nbits=params.nbits,
+            dim=vectors.shape[1],
+        )
+        result = SearchTrial(nprobe, factor, tuple(recalls), cost, took * 1e3 / len(sample))
+        trials.append(result)
+        return result
+
+    ladder = sorted({min(nlist, 2**i) for i in range(nlist.bit_length() + 1)} | {params.nprobe})
+    ladder = [n for n in ladder if 1 <= n <= nlist]
+    miss, hit = 0, None
+    for nprobe in ladder:
+        measured = trial(nprobe, factors[0])
+        if measured.meets(targets):
+            hit = measured
+            break
+        miss = nprobe
+    if hit is not None:
+        while hit.nprobe - miss > max(1, TUNE_NPROBE_PRECISION * hit.nprobe):
+            middle = trial((miss + hit.nprobe) // 2, factors[0])
+            if middle.meets(targets):
+                hit = middle
+            else:
+                miss = middle.nprobe
+        for factor in factors[1:]:
+            smaller = trial(hit.nprobe, factor)
+            if smaller.meets(targets) and smaller.cost < hit.cost:
+                hit = smaller
+        chosen = hit
+    else:  # nothing reaches the targets: the most accurate, cheapest first; the gate decides
+
+        def slack(t: SearchTrial) -> tuple[float, float]:
+            return (min(r - g for r, g in zip(t.recalls, targets, strict=True)), -t.cost)
+
+        chosen = max(trials, key=slack)
+    gate = ann_recalls(
+        index, vectors, queries, ks, chosen.nprobe, chosen.refine_factor, truth=truth
+    )
+    return TunedSearch(
+        chosen,
+        tuple(gate),
+        targets,
+        hit is not None,
+        tuple(trials),
+        time.perf_counter() - started,
+    )
+
+
+def set_default_refine_factor(index: faiss.Index, factor: int) -> None:
+    """Make ``factor`` the re-ranked ``index``'s own default over-fetch (written with it),
+    so a reader without the manifest searches as the server does; no-op without re-rank."""
+    if isinstance(index, faiss.IndexRefine):
+        index.k_factor = float(factor)

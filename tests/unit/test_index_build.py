@@ -23,10 +23,24 @@ from serving.index.artifact import (
     publish_index,
     write_index_dir,
 )
-from serving.index.build import BuiltIndex, ann_recall, build_ivfpq, gpu_count
+from serving.index.build import (
+    BuiltIndex,
+    SearchTrial,
+    ann_recall,
+    ann_recalls,
+    build_ivfpq,
+    gpu_count,
+    tune_search,
+)
 from serving.index.build_metrics import gpu_fallbacks
 from serving.index.loaded import load_index_dir
-from serving.index.params import DEFAULT_REFINE_FACTOR, GATE_KS, choose_params
+from serving.index.params import (
+    DEFAULT_REFINE_FACTOR,
+    GATE_KS,
+    IvfPqParams,
+    SearchTuning,
+    choose_params,
+)
 from serving.index.search import search_parameters
 from serving.model_artifact import open_model_artifact
 from tests.unit.helpers import (
@@ -406,3 +420,91 @@ def test_open_model_artifact_rejects_tampering_and_wrong_schema(tmp_path: Path) 
     (d / MANIFEST_NAME).unlink()
     with pytest.raises(InvalidArtifact):
         open_model_artifact(d)
+
+
+# --- search tuning ------------------------------------------------------------------------
+
+
+def test_tuner_picks_a_smaller_nprobe_than_the_heuristic_when_it_suffices(
+    built: BuiltIndex, vectors: np.ndarray
+) -> None:
+    params = choose_params(N, DIM)
+    assert params.nprobe == params.nlist  # 2,000 items: the heuristic probes every list
+    queries = clustered_vectors(200, DIM, seed=5)
+    tuned = tune_search(built.index, vectors, queries, GATE_KS, params, SearchTuning(), 0.95)
+    chosen = tuned.chosen
+    assert tuned.met_targets and tuned.targets == pytest.approx((0.96, 0.97))
+    assert chosen.nprobe < params.nprobe
+    assert chosen.meets(tuned.targets)
+    assert chosen.refine_factor in SearchTuning().refine_factors
+    # the smallest passing nprobe of its factor, and the cheapest of every passing trial
+    for trial in tuned.trials:
+        if trial.refine_factor == chosen.refine_factor and trial.nprobe < chosen.nprobe:
+            assert not trial.meets(tuned.targets)
+        if trial.meets(tuned.targets):
+            assert chosen.cost <= trial.cost
+    # what it reports is what the served configuration measures
+    again = ann_recalls(built.index, vectors, queries, GATE_KS, chosen.nprobe, chosen.refine_factor)
+    assert tuple(again) == pytest.approx(tuned.recalls)
+    assert tuned.recalls == pytest.approx(chosen.recalls)  # the tuning subset is all 200
+
+
+def test_tuner_says_when_nothing_reaches_the_targets(vectors: np.ndarray) -> None:
+    coarse = IvfPqParams(nlist=8, m=2, nbits=4, nprobe=8, refine="none", refine_factor=1)
+    index = build_ivfpq(vectors, coarse, allow_gpu=False).index
+    queries = clustered_vectors(100, DIM, seed=5)
+    tuned = tune_search(index, vectors, queries, GATE_KS, coarse, SearchTuning(), 0.95)
+    assert not tuned.met_targets
+    assert {t.refine_factor for t in tuned.trials} == {1}  # no re-rank: factor 1 only
+
+    def slack(t: SearchTrial) -> float:
+        return min(r - g for r, g in zip(t.recalls, tuned.targets, strict=True))
+
+    assert tuned.chosen == max(tuned.trials, key=slack)  # the most accurate one measured
+    assert tuned.chosen.nprobe in {t.nprobe for t in tuned.trials}
+    assert len(tuned.recalls) == len(GATE_KS)
+    assert max(tuned.chosen.recalls) < 0.95
+
+
+def test_tuner_measures_trials_on_a_subset_and_the_choice_on_every_query(
+    built: BuiltIndex, vectors: np.ndarray
+) -> None:
+    queries = clustered_vectors(300, DIM, seed=6)
+    tuning = SearchTuning(queries=50)
+    tuned = tune_search(built.index, vectors, queries, GATE_KS, choose_params(N, DIM), tuning, 0.9)
+    assert tuned.met_targets
+    full = ann_recalls(
+        built.index, vectors, queries, GATE_KS, tuned.chosen.nprobe, tuned.chosen.refine_factor
+    )
+    assert tuple(full) == pytest.approx(tuned.recalls)
+    # 50 of 300 queries: recall@10 is a multiple of 1/500 on the subset
+    assert all(round(t.recalls[0] * 500, 6).is_integer() for t in tuned.trials)
+
+
+def test_build_serves_the_tuned_configuration(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model", n_items=2000, n_users=200)
+    out = tmp_path / "index"
+    out.mkdir()
+    heuristic = choose_params(2000, 16)
+    manifest = write_index_dir(model, out, "v1", params=None, allow_gpu=False)
+    assert manifest.nprobe < heuristic.nprobe
+    assert manifest.refine_factor in SearchTuning().refine_factors
+    assert all(q.nprobe == manifest.nprobe for q in manifest.quality_by_k)
+    assert all(q.refine_factor == manifest.refine_factor for q in manifest.quality_by_k)
+    assert [
+        q.recall >= target for q, target in zip(manifest.quality_by_k, (0.96, 0.97), strict=True)
+    ] == [True, True]
+    loaded = load_index_dir(out)
+    assert loaded.index.k_factor == manifest.refine_factor  # type: ignore[attr-defined]
+
+
+def test_build_refuses_when_no_configuration_passes_the_gate(tmp_path: Path) -> None:
+    model = write_model_artifact(tmp_path / "model", n_items=400, n_users=100)
+    out = tmp_path / "index"
+    out.mkdir()
+    coarse = IvfPqParams(
+        nlist=8, m=2, nbits=4, nprobe=2, refine="none", refine_factor=1, tuning=SearchTuning()
+    )
+    with pytest.raises(QualityGateFailed, match=r"nprobe=\d+ refine_factor=1: .*required 0\.95"):
+        write_index_dir(model, out, "v1", params=coarse, allow_gpu=False)
+    assert list(out.iterdir()) == []

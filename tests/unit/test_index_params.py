@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import Any
 
 import faiss
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from serving.index.params import (
     DEFAULT_MIN_RECALL,
     DEFAULT_REFINE_FACTOR,
+    DEFAULT_TARGET_RECALL,
     GATE_KS,
     GPU_PQ_M,
     GPU_SHARED_MEMORY_BYTES,
@@ -20,9 +22,11 @@ from serving.index.params import (
     GpuPlan,
     IvfPqParams,
     RefineKind,
+    SearchTuning,
     choose_params,
     gpu_lut_bytes,
     gpu_plan,
+    search_cost,
 )
 from serving.index.search import is_refined
 
@@ -63,7 +67,7 @@ def test_choose_params_invariants(n: int, dim: int) -> None:
     ],
 )
 def test_choose_params_known_values(n: int, dim: int, expected: IvfPqParams) -> None:
-    assert choose_params(n, dim) == expected
+    assert choose_params(n, dim) == replace(expected, tuning=SearchTuning())
 
 
 def test_nbits_is_eight_once_catalog_can_train_256_centroids() -> None:
@@ -174,3 +178,43 @@ def test_gpu_plan_prefers_fast_sub_dimensions_and_falls_back_on_shared_memory() 
 def test_gpu_plan_without_any_fit() -> None:
     plan = gpu_plan(64, 32, 8, shared_memory_bytes=256)
     assert not plan.ok and "no GPU-supported PQ size" in plan.reason
+
+
+# --- search tuning targets and cost model -------------------------------------------------
+
+
+def test_tuning_targets_are_the_gate_minimum_plus_margin_and_the_recall_at_100_goal() -> None:
+    tuning = SearchTuning()
+    assert DEFAULT_TARGET_RECALL == 0.97
+    assert tuning.target(10, 0.95) == pytest.approx(0.96)
+    assert tuning.target(100, 0.95) == pytest.approx(0.97)
+    assert tuning.target(100, 0.99) == pytest.approx(1.0)  # capped: 0.99 + 0.01
+    # min_recall 0 (measure only): no target at k=10, the k=100 goal still holds
+    assert tuning.target(10, 0.0) == 0.0 and tuning.target(100, 0.0) == 0.97
+    custom = SearchTuning(target_recall=0.9, target_k=50, margin=0.02)
+    assert custom.target(50, 0.8) == pytest.approx(0.9)
+    assert custom.target(10, 0.8) == pytest.approx(0.82)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"target_recall": 1.5}, {"margin": -0.1}, {"refine_factors": ()}, {"refine_factors": (0,)}],
+)
+def test_tuning_refuses_nonsense(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        SearchTuning(**bad)  # type: ignore[arg-type]
+
+
+def test_default_params_are_tuned_and_explicit_ones_are_not() -> None:
+    assert choose_params(10**6, 64).tuning == SearchTuning()
+    assert choose_params(10**6, 64, tuning=None).tuning is None
+    assert IvfPqParams(nlist=4, m=2, nbits=4, nprobe=2).tuning is None
+
+
+def test_search_cost_grows_with_nprobe_and_the_rerank_is_cheap_beside_a_probe() -> None:
+    shape: dict[str, Any] = {"items_per_list": 1000.0, "m": 32, "nbits": 8, "dim": 64}
+    assert search_cost(32, 4, 100, **shape) < search_cost(63, 2, 100, **shape)
+    assert search_cost(31, 4, 100, **shape) < search_cost(32, 4, 100, **shape)
+    assert search_cost(8, 4, 100, **shape) > search_cost(8, 2, 100, **shape)
+    probe = search_cost(1, 1, 100, **shape)
+    assert search_cost(1, 4, 100, **shape) - probe < probe  # 400 x 64 < one list's scan
