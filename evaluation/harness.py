@@ -13,6 +13,7 @@ slice (users with ≤ ``cold_max`` training interactions).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from catalogue.config import DuplicateConfig
 from evaluation import baselines as bl
 from evaluation import content as cb
 from evaluation.catalog import Catalog
@@ -33,6 +35,7 @@ from evaluation.ranking import ScoreFn, rank_users
 from evaluation.served import recall_through_server
 from evaluation.splits import Split, make_split
 from training.data.schema import Dataset, load_dataset
+from training.tasks import merge_duplicate_items
 
 COLD_MAX_TRAIN = 5
 """Users with at most this many training interactions form the cold-user slice."""
@@ -324,6 +327,23 @@ def _evaluate_protocol(
         _evaluate_variant(ev, dataset, config, variant, work, callbacks, out)
 
 
+def canonical_dataset(dataset: Dataset) -> Dataset:
+    """``dataset`` with duplicate items folded into their canonical ids, as training does
+    (training.tasks.merge_duplicate_items), before any split: every method then ranks the
+    ids the served model knows, and a held-out copy of a merged item is that item. A user
+    who interacted with two copies keeps the earliest interaction only."""
+    merged, canonical = merge_duplicate_items(dataset, DuplicateConfig())
+    if not canonical.groups:
+        return merged
+    interactions = (
+        merged.interactions.sort_values("timestamp", kind="stable")
+        .drop_duplicates(["user_id", "item_id"])
+        .sort_index()
+        .reset_index(drop=True)
+    )
+    return dataclasses.replace(merged, interactions=interactions)
+
+
 def run_evaluation(
     config: EvaluationConfig, callbacks: Callbacks | None = None
 ) -> EvaluationResult:
@@ -336,7 +356,7 @@ def run_evaluation(
     callbacks = callbacks or Callbacks()
     started = time.perf_counter()
     out = EvaluationResult(config, pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
-    dataset = load_dataset(config.data_dir)
+    dataset = canonical_dataset(load_dataset(config.data_dir))
     catalog = Catalog.from_interactions(dataset.interactions)
     with tempfile.TemporaryDirectory(prefix="recall-evaluate-") as tmp:
         for protocol in config.protocols:

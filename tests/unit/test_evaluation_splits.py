@@ -140,3 +140,29 @@ def test_p3_holds_a_tenth_of_the_items_out_and_masks_every_warm_item() -> None:
     assert all(m == items - cold for m in masked)
     assert set(make_split("p3", data, seed=7).test["item_id"]) == set(split.test["item_id"])
     assert set(make_split("p3", data, seed=8).test["item_id"]) != set(split.test["item_id"])
+
+
+def test_evaluation_folds_duplicate_items_before_splitting() -> None:
+    from evaluation.harness import canonical_dataset
+    from training.data.schema import Dataset
+
+    items = pd.DataFrame(
+        {
+            "item_id": ["1", "2", "3"],
+            "title": ["Chasing Amy", "Chasing Amy", "Cape Fear"],
+            "year": [1997, 1997, 1991],
+        }
+    )
+    interactions = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "v", "v", "w"],
+            "item_id": ["1", "2", "2", "3", "1"],
+            "timestamp": [5, 1, 2, 3, 4],
+        }
+    )
+    merged = canonical_dataset(Dataset(interactions, items, None, "t")).interactions
+    # "1" has two interactions and "2" two as well: the tie goes to the smaller id.
+    assert set(merged["item_id"]) == {"1", "3"}
+    # u saw both copies: one interaction remains, the earliest.
+    assert merged[merged["user_id"] == "u"]["timestamp"].tolist() == [1]
+    assert len(merged) == 4
