@@ -12,6 +12,7 @@ the call either succeeds or fails with UNAVAILABLE after ``retry_s``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Container, Sequence
@@ -23,6 +24,7 @@ from keyspace.histories import queue_history_append
 from serving.errors import BackendUnavailable, InvalidRequest
 from serving.index_holder import IndexHolder
 from serving.metrics import INTERACTIONS, REDIS_WRITE_RETRIES
+from serving.model_artifact import CanonicalMaps
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,12 @@ class InteractionRecorder:
         retry_s: float,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        canonical_maps: CanonicalMaps | None = None,
     ) -> None:
+        """``canonical_maps``: the serving model's duplicate maps (the recall engine's), so
+        an interaction with any copy of a duplicate item is recorded under its canonical
+        id, the only one the index and the user tower know."""
+        self.canonical_maps = canonical_maps
         self.holder = holder
         self.client = client
         self.max_per_call = max_per_call
@@ -148,8 +155,16 @@ class InteractionRecorder:
         """
         now = self.clock()
         checked = validate_interactions(interactions, self.max_per_call, now)
-        known = self.holder.current().internal_ids
-        items, newest, outcome = plan_writes(checked, known)
+        loaded = self.holder.current()
+        if self.canonical_maps is not None:
+            canonical = self.canonical_maps.cached(loaded.model_version)
+            if canonical is None:  # first call on this model: one small read, off the loop
+                canonical = await asyncio.to_thread(self.canonical_maps.get, loaded.model_version)
+            if canonical.groups:
+                checked = [
+                    dataclasses.replace(e, item_id=canonical.canonical(e.item_id)) for e in checked
+                ]
+        items, newest, outcome = plan_writes(checked, loaded.internal_ids)
         if items:
             await self._write(items, newest, now)
         INTERACTIONS.labels("accepted").inc(outcome.accepted)

@@ -381,6 +381,7 @@ class RecallServer:
             history_cap=settings.history_max_items,
             events_maxlen=settings.events_maxlen,
             retry_s=settings.redis_retry_s,
+            canonical_maps=self.engine.canonical_maps,
         )
         self.repairer = VectorRepairer.from_url(
             self.store, settings.redis_url, security=settings.redis_security()

@@ -169,3 +169,25 @@ def test_a_seen_copy_excludes_the_canonical_item(served: Served) -> None:
         if saved:
             client.rpush(key, *saved)
         client.close()
+
+
+def test_an_interaction_with_a_copy_is_recorded_under_the_canonical_id(served: Served) -> None:
+    user = served.users[0]
+    client = redis.Redis.from_url(served.redis_url)
+    key = history_key(user)
+    saved = client.lrange(key, 0, -1)
+    try:
+        reply = served.stub.RecordInteractions(
+            recall_pb2.RecordInteractionsRequest(
+                interactions=[recall_pb2.Interaction(user_id=user, item_id=COPY)]
+            ),
+            timeout=10,
+        )
+        # The copy is known (as its canonical item), not refused as an unknown id.
+        assert reply.accepted == 1 and reply.unknown_items == 0
+        assert client.lindex(key, 0) == CANONICAL.encode()
+    finally:
+        client.delete(key)
+        if saved:
+            client.rpush(key, *saved)
+        client.close()
