@@ -10,6 +10,11 @@ canned response of the same size. Variants are RECALL_* settings:
     .venv/bin/python scripts/recall_load.py --seconds 10 \\
         --variant batched= --variant unbatched=RECALL_BATCHING=off \\
         --variant asyncio=RECALL_EVENT_LOOP=asyncio
+
+``--floor`` adds issue 6's in-process batched floor (a Redis MGET of ``--in-flight`` users
+plus one Faiss search over them with the served nprobe and refine factor, back to back,
+1 and 2 Faiss threads). Server CPU counts the server's whole process tree (with
+RECALL_WORKERS=N: the supervisor and its N workers).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from bench.echo_server import EchoRecallService, canned_response
 from recall_cli.local_redis import LocalRedis, free_port
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.client import RecallClient
-from tests.integration.synthetic_index import publish_synthetic
+from tests.integration.synthetic_index import SyntheticIndex, publish_synthetic
 
 
 async def echo_main(port: int, k: int) -> None:
@@ -53,14 +58,24 @@ async def echo_main(port: int, k: int) -> None:
     await server.stop(0)
 
 
-async def load(target: str, users: list[str], k: int, in_flight: int, seconds: float) -> dict:
+async def load(
+    target: str, users: list[str], k: int, in_flight: int, seconds: float, channels: int = 1
+) -> dict:
+    """``in_flight`` closed loops over ``channels`` connections (loop w uses channel
+    w % channels; each channel its own subchannel pool, so its own TCP connection: the
+    kernel spreads connections, not calls, over RECALL_WORKERS processes)."""
     latencies: list[float] = []
     failures = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = recall_pb2_grpc.RecallServiceStub(channel)
+    opened = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+    try:
+        stubs = [recall_pb2_grpc.RecallServiceStub(c) for c in opened]
 
         async def worker(w: int, until: float, record: bool) -> None:
             nonlocal failures
+            stub = stubs[w % len(stubs)]
             i = w
             while time.perf_counter() < until:
                 request = recall_pb2.RecallRequest(user_id=users[i % len(users)], k=k)
@@ -80,6 +95,9 @@ async def load(target: str, users: list[str], k: int, in_flight: int, seconds: f
         until = started + seconds
         await asyncio.gather(*(worker(w, until, True) for w in range(in_flight)))
         elapsed = time.perf_counter() - started
+    finally:
+        for channel in opened:
+            await channel.close()
     ms = np.array(latencies) * 1e3
     return {
         "qps": len(latencies) / elapsed,
@@ -89,10 +107,85 @@ async def load(target: str, users: list[str], k: int, in_flight: int, seconds: f
     }
 
 
+def wait_workers(supervisor: int, count: int, timeout: float) -> None:
+    """Until each of the supervisor's ``count`` workers serves an index (asked on its
+    private admin socket): health answers from whichever worker a connection lands on."""
+    from serving.workers import socket_path, workers_dir
+
+    deadline = time.monotonic() + timeout
+    for i in range(count):
+        target = f"unix:{socket_path(workers_dir(supervisor), i)}"
+        while True:
+            with grpc.insecure_channel(target) as channel:
+                try:
+                    status = recall_pb2_grpc.RecallAdminStub(channel).GetStatus(
+                        recall_pb2.GetStatusRequest(), timeout=2
+                    )
+                    if status.index_version:
+                        break
+                except grpc.RpcError:
+                    pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"worker {i} of pid {supervisor} did not load an index")
+            time.sleep(0.2)
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its live children (the
+    workers of a RECALL_WORKERS=N supervisor), from Linux /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def floor(synth: SyntheticIndex, redis_url: str, batch: int, seconds: float) -> dict:
+    """Back-to-back rounds of one MGET of ``batch`` users + one batched search (the served
+    nprobe and refine factor, k = the manifest's gate k=100 depth), in this process."""
+    import faiss
+    import redis
+
+    from keyspace.user_vectors import user_vector_key
+    from serving.index.loaded import load_index_dir
+
+    loaded = load_index_dir(synth.artifact_root / "indexes" / synth.index.index_version)
+    client = redis.Redis.from_url(redis_url)
+    users, dim = synth.user_ids, synth.index.dim
+    results = {}
+    for threads in (1, 2):
+        faiss.omp_set_num_threads(threads)
+        rounds, i = 0, 0
+        latencies = []
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            keys = [
+                user_vector_key(synth.model.model_version, users[(i + j) % len(users)])
+                for j in range(batch)
+            ]
+            i += batch
+            started = time.perf_counter()
+            raw = client.mget(keys)
+            queries = np.frombuffer(
+                b"".join(r for r in raw if isinstance(r, bytes)), dtype="<f4"
+            ).reshape(batch, dim)
+            loaded.search(queries, 100, synth.index.nprobe)
+            latencies.append(time.perf_counter() - started)
+            rounds += 1
+        ms = np.array(latencies) * 1e3
+        results[threads] = {
+            "qps": rounds * batch / sum(latencies),
+            "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)),
+            "failures": 0,
+            "cpu_ms": 0.0,
+        }
+    client.close()
+    return results
 
 
 def main() -> None:
@@ -104,6 +197,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--items", type=int, default=1682)
     ap.add_argument("--users", type=int, default=943)
+    ap.add_argument("--dim", type=int, default=32)
+    ap.add_argument(
+        "--channels", type=int, default=1, help="client connections (RECALL_WORKERS needs > 1)"
+    )
+    ap.add_argument("--floor", action="store_true", help="also measure the in-process floor")
     ap.add_argument("--variant", action="append", default=[], help="NAME=ENV=VAL,ENV=VAL")
     ap.add_argument(
         "--py-spy", type=Path, help="record each real server with py-spy into DIR/NAME.txt"
@@ -118,11 +216,21 @@ def main() -> None:
         local = LocalRedis(Path(tmp) / "redis", free_port(), persist=False)
         local.start()
         try:
-            synth = publish_synthetic(Path(tmp), local.url, users=args.users, items=args.items)
+            built = time.perf_counter()
+            synth = publish_synthetic(
+                Path(tmp), local.url, users=args.users, items=args.items, dim=args.dim
+            )
             users = synth.user_ids
             print(
-                f"{synth.index.factory} nprobe={synth.index.nprobe} items={args.items} "
-                f"k={args.k} in_flight={args.in_flight} seconds={args.seconds}"
+                f"{synth.index.factory} nprobe={synth.index.nprobe} "
+                f"refine_factor={synth.index.refine_factor} items={args.items} dim={args.dim} "
+                f"k={args.k} in_flight={args.in_flight} channels={args.channels} "
+                f"seconds={args.seconds} "
+                f"(build + gate {synth.index.train_seconds + synth.index.add_seconds:.0f} s "
+                f"of {time.perf_counter() - built:.0f} s publish + vector load; gate "
+                + ", ".join(f"r@{q.k}={q.recall:.3f}" for q in synth.index.quality_by_k)
+                + ")",
+                flush=True,
             )
             runs: list[tuple[str, list[str], dict[str, str]]] = [
                 (
@@ -161,6 +269,8 @@ def main() -> None:
                     if not client.wait_serving(60):
                         raise SystemExit(f"{name}: server did not start")
                     client.close()
+                    if int(extra.get("RECALL_WORKERS", "1")) > 1:
+                        wait_workers(proc.pid, int(extra["RECALL_WORKERS"]), 60)
                     spy = None
                     if args.py_spy and name != "echo":
                         args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -183,7 +293,14 @@ def main() -> None:
                         )
                     cpu_before = cpu_seconds(proc.pid)
                     result = asyncio.run(
-                        load(f"127.0.0.1:{port}", users, args.k, args.in_flight, args.seconds)
+                        load(
+                            f"127.0.0.1:{port}",
+                            users,
+                            args.k,
+                            args.in_flight,
+                            args.seconds,
+                            args.channels,
+                        )
                     )
                     calls = result["qps"] * (args.seconds + 1)  # + the warm-up second
                     result["cpu_ms"] = (cpu_seconds(proc.pid) - cpu_before) * 1e3 / calls
@@ -199,12 +316,25 @@ def main() -> None:
                     f"failures {result['failures']}",
                     flush=True,
                 )
+            if args.floor:
+                for threads, result in floor(
+                    synth, local.url, args.in_flight, args.seconds
+                ).items():
+                    results.insert(-1, (f"floor{threads}t", result))
+                    print(
+                        f"{f'floor{threads}t':<12} {result['qps']:>8.0f} QPS  "
+                        f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms "
+                        f"(batches of {args.in_flight}, in-process)",
+                        flush=True,
+                    )
             echo_qps = (results[0][1]["qps"] + results[-1][1]["qps"]) / 2
             echo_p99 = (results[0][1]["p99"] + results[-1][1]["p99"]) / 2
             print(f"{'':<12} × echo QPS  × echo p99   (echo: mean of first and last run)")
             for name, result in results[1:-1]:
                 qps_ratio, p99_ratio = result["qps"] / echo_qps, result["p99"] / echo_p99
-                print(f"{name:<12} {qps_ratio:>9.2f}  {p99_ratio:>10.2f}")
+                floors = [r["qps"] for n, r in results if n.startswith("floor")]
+                versus_floor = f"  {result['qps'] / max(floors):.2f} × best floor" if floors else ""
+                print(f"{name:<12} {qps_ratio:>9.2f}  {p99_ratio:>10.2f}{versus_floor}")
         finally:
             local.stop()
 
