@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import faiss
 import redis
 
 from artifacts.checksums import MANIFEST_NAME
@@ -14,7 +15,7 @@ from artifacts.store import ArtifactStore, open_uri, split_uri
 from keyspace.connection import SyncRedis, make_client
 from serving.errors import BackendUnavailable
 from serving.index.artifact import INDEX_KIND, IndexManifest, publish_index
-from serving.index.params import DEFAULT_MIN_RECALL
+from serving.index.params import DEFAULT_MIN_RECALL, choose_params
 from serving.model_artifact import open_model_artifact
 from serving.user_vectors import (
     ProgressCallback,
@@ -26,14 +27,25 @@ from serving.user_vectors import (
 log = logging.getLogger(__name__)
 
 
+class StaleModel(RuntimeError):
+    """The model an index was built from is no longer ``models/LATEST`` (a newer model was
+    promoted while the index was being built): publishing it would roll servers back."""
+
+
 def build_index(
     model_uri: str,
     min_recall: float = DEFAULT_MIN_RECALL,
     allow_gpu: bool = True,
     *,
     set_latest: bool = True,
+    require_latest_model: bool = False,
 ) -> str:
     """Build, quality-gate and publish an IVF-PQ + re-rank index for the model at ``model_uri``.
+
+    ``require_latest_model``: the nightly rebuild's guard against interleaving with a
+    training run. The index is published without moving LATEST, then LATEST moves only if
+    the model is still ``models/LATEST``; otherwise StaleModel is raised (the version stays
+    in the store, unused, and pruned like any old one).
 
     The index goes into the same store as the model, under ``indexes/``; LATEST moves only
     after the whole artifact is in place (``set_latest`` False: it does not move; with a
@@ -45,8 +57,21 @@ def build_index(
     store = ArtifactStore(root, signer=signer_from_env())
     model = open_model_artifact(open_uri(model_uri))
     uri, manifest = publish_index(
-        model, store, min_recall=min_recall, allow_gpu=allow_gpu, set_latest=set_latest
+        model,
+        store,
+        min_recall=min_recall,
+        allow_gpu=allow_gpu,
+        set_latest=set_latest and not require_latest_model,
     )
+    if require_latest_model:
+        latest_model = store.latest("models")
+        if latest_model != model.model_version:
+            raise StaleModel(
+                f"index {manifest.index_version} was built from model {model.model_version}, "
+                f"but models/LATEST moved to {latest_model} meanwhile; not promoted"
+            )
+        if set_latest:
+            store.set_latest(INDEX_KIND, manifest.index_version)
     log.info(
         "index %s (%s nprobe=%d refine_factor=%d, %s, %s) published at %s",
         manifest.index_version,
@@ -97,6 +122,39 @@ def _connect(redis_url: str) -> SyncRedis:
         return make_client(redis_url, socket_timeout=10)
     except redis.ConnectionError as exc:
         raise BackendUnavailable(str(exc)) from exc
+
+
+def rebuild_reason(artifact_root: str, min_recall: float = DEFAULT_MIN_RECALL) -> str | None:
+    """Why the nightly rebuild should build a new index, or None when the LATEST index is
+    already what a rebuild would produce: built from ``models/LATEST``, with the same index
+    configuration (IVF-PQ factory and re-rank storage for this catalogue), the same gate
+    minimum and the same Faiss version."""
+    store = ArtifactStore(artifact_root)
+    try:
+        model_version = store.latest("models")
+    except ArtifactNotFound:
+        return None  # nothing to index yet; the training DAG publishes the first model
+    try:
+        index_version = store.latest(INDEX_KIND)
+    except ArtifactNotFound:
+        return "no index published yet"
+    path = store.local_dir(INDEX_KIND, index_version) / MANIFEST_NAME
+    manifest = IndexManifest.model_validate_json(path.read_text())
+    if manifest.model_version != model_version:
+        return (
+            f"index {index_version} is of model {manifest.model_version}, LATEST is {model_version}"
+        )
+    expected = choose_params(manifest.item_count, manifest.dim)
+    if (expected.factory, expected.refine) != (manifest.factory, manifest.refine):
+        return (
+            f"index configuration changed: {manifest.factory} ({manifest.refine}) → "
+            f"{expected.factory} ({expected.refine})"
+        )
+    if abs(manifest.quality.min_recall - min_recall) > 1e-9:
+        return f"gate minimum changed: {manifest.quality.min_recall} → {min_recall}"
+    if manifest.faiss_version != faiss.__version__:
+        return f"Faiss changed: {manifest.faiss_version} → {faiss.__version__}"
+    return None
 
 
 def index_model_version(store: ArtifactStore, index_version: str) -> str:

@@ -11,8 +11,9 @@
 Both emit ``[batch, dim]`` float32 of unit norm: a dot product of a user and an item vector
 is their cosine similarity. With ``item_bias`` both get one more dimension (user: 1, item:
 temperature × a bias learnt from the item's inputs), so the inner product also carries the
-item's learnt popularity, which is what ranks items that have no interactions yet. Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary
-id, missing feature value, history padding).
+item's learnt popularity, which is what ranks items that have no interactions yet.
+Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary id, missing feature value,
+history padding).
 """
 
 from __future__ import annotations

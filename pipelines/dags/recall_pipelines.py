@@ -12,8 +12,17 @@
   task loads it on the canary, verifies it, promotes LATEST, then loads and verifies the
   rest; any failure reverts the fleet and fails the run. No fleet: a no-op that says so
   (servers poll LATEST). While ``indexes/PIN`` is set: published, not shipped (logged).
-- ``recall_rebuild_index`` (nightly): rebuild the index from the LATEST model (vectors are
-  re-loaded first, idempotently), ship it, then the same clean-up.
+- ``recall_rebuild_index`` (nightly): only when the LATEST index is not what a rebuild
+  would produce (``serving.tasks.rebuild_reason``: no index, built from another model than
+  ``models/LATEST``, index configuration, gate minimum or Faiss changed; otherwise every
+  task is skipped), rebuild the index from the LATEST model (vectors are re-loaded first,
+  idempotently), ship it, then the same clean-up. Its index is promoted only if its model
+  is still ``models/LATEST`` when the build ends (``StaleModel`` otherwise: a training run
+  that promoted a newer model meanwhile is never rolled back).
+- Hygiene: one active run per DAG; the Redis tasks (vectors, histories, pruning, refresh)
+  are idempotent and retry twice with exponential backoff; every run's outcome goes to
+  ``pipelines.run_metrics`` (a textfile metric behind the ``RecallPipelineStale`` and
+  ``RecallPipelineFailed`` alerts).
 - Both seed the users' history lists (``recall:hist:<user_id>``) from the data directory
   before the index is published, so the seen filter and the refresher start from the data.
 - ``recall_refresh_vectors`` (hourly): re-encode every user touched by RecordInteractions
@@ -38,6 +47,22 @@ import os
 from typing import Any
 
 from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from pipelines import run_metrics
+
+# Idempotent tasks (Redis writes that converge) retry with backoff: a Redis restart or a
+# failover during the nightly run costs a retry, not the run.
+_RETRY: dict[str, Any] = {
+    "retries": int(os.environ.get("RECALL_TASK_RETRIES", "2")),
+    "retry_delay": dt.timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=5),
+}
+_CALLBACKS: dict[str, Any] = {
+    "on_success_callback": run_metrics.on_success,
+    "on_failure_callback": run_metrics.on_failure,
+}
 
 _DEFAULTS: dict[str, Any] = {
     "data_dir": Param(os.environ.get("RECALL_DATA_DIR", "var/data/ml-100k"), type="string"),
@@ -114,7 +139,7 @@ def latest_model(params: dict[str, Any] | None = None) -> str:
     return store.uri("models", store.latest("models"))
 
 
-@task
+@task(**_RETRY)
 def load_user_vectors(model_uri: str, params: dict[str, Any] | None = None) -> str:
     from serving import tasks
 
@@ -136,6 +161,32 @@ def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
 
 
 @task
+def rebuild_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
+    from serving import tasks
+
+    assert params is not None
+    try:
+        return tasks.build_index(
+            model_uri,
+            min_recall=params["min_recall"],
+            set_latest=not params["fleet"].strip(),
+            require_latest_model=True,
+        )
+    except tasks.StaleModel as exc:
+        raise AirflowSkipException(str(exc)) from exc
+
+
+@task.short_circuit
+def index_outdated(params: dict[str, Any] | None = None) -> bool:
+    from serving import tasks
+
+    assert params is not None
+    reason = tasks.rebuild_reason(params["artifact_root"], params["min_recall"])
+    print(f"rebuild: {reason}" if reason else "rebuild: the LATEST index is current; skipped")
+    return reason is not None
+
+
+@task
 def ship(index_uri: str, params: dict[str, Any] | None = None) -> str:
     from serving.fleet import FleetSettings, ship_published
 
@@ -144,7 +195,7 @@ def ship(index_uri: str, params: dict[str, Any] | None = None) -> str:
     return ship_published(index_uri, settings)
 
 
-@task
+@task(**_RETRY)
 def seed_histories(params: dict[str, Any] | None = None) -> int:
     from training import histories
 
@@ -154,7 +205,7 @@ def seed_histories(params: dict[str, Any] | None = None) -> int:
     )
 
 
-@task
+@task(**_RETRY)
 def refresh_touched_users(params: dict[str, Any] | None = None) -> int:
     from training import refresher
 
@@ -162,7 +213,7 @@ def refresh_touched_users(params: dict[str, Any] | None = None) -> int:
     return refresher.refresh_touched_users(params["artifact_root"], params["redis_url"])
 
 
-@task
+@task(**_RETRY)
 def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
     from serving import tasks
 
@@ -178,6 +229,7 @@ def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
     max_active_runs=1,
     params=_DEFAULTS,
     tags=["recall"],
+    **_CALLBACKS,
 )
 def recall_train_and_index() -> None:
     index = build_index(load_user_vectors(model_gate(train())))
@@ -193,10 +245,15 @@ def recall_train_and_index() -> None:
     max_active_runs=1,
     params=_DEFAULTS,
     tags=["recall"],
+    **_CALLBACKS,
 )
 def recall_rebuild_index() -> None:
-    index = build_index(load_user_vectors(latest_model()))
-    seed_histories() >> index
+    check = index_outdated()
+    model = latest_model()
+    seeded = seed_histories()
+    check >> [model, seeded]
+    index = rebuild_index(load_user_vectors(model))
+    seeded >> index
     ship(index) >> prune_user_vectors()
 
 
@@ -208,6 +265,7 @@ def recall_rebuild_index() -> None:
     max_active_runs=1,
     params=_DEFAULTS,  # uses artifact_root and redis_url; the rest so any run conf fits
     tags=["recall"],
+    **_CALLBACKS,
 )
 def recall_refresh_vectors() -> None:
     refresh_touched_users()

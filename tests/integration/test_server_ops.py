@@ -56,32 +56,50 @@ def a_user(p: Pipeline) -> str:
     return str(json.loads((p.model_dir / "user_ids.json").read_text())[0])
 
 
-def test_rebuild_index_dag_publishes_a_new_index_for_the_latest_model(
+def test_rebuild_index_dag_rebuilds_only_when_something_changed(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
+    from pipelines.run_metrics import read_samples
+
     own = private_copy(pipeline, tmp_path)
-    ran = run_cli(
-        [
-            "pipeline",
-            "run",
-            "--dag-id",
-            "recall_rebuild_index",
-            "--data",
-            str(own.data),
-            "--artifact-root",
-            str(own.artifact_root),
-            "--redis-url",
-            own.redis.url,
-            "--min-recall",
-            "0.5",
-        ],
-        own.home,
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    gate = manifest(own.index_dir)["quality"]["min_recall"]
+
+    def rebuild(min_recall: float) -> None:
+        ran = run_cli(
+            [
+                "pipeline",
+                "run",
+                "--dag-id",
+                "recall_rebuild_index",
+                "--data",
+                str(own.data),
+                "--artifact-root",
+                str(own.artifact_root),
+                "--redis-url",
+                own.redis.url,
+                "--min-recall",
+                str(min_recall),
+            ],
+            own.home,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    # Same model, configuration and gate minimum: the nightly run skips every task.
+    rebuild(gate)
+    assert latest(own.artifact_root, "indexes") == own.index_dir
+    assert ArtifactStore(own.artifact_root).versions("indexes") == [own.index_dir.name]
+    # The gate minimum changed: a new index of the LATEST model is published.
+    rebuild(round(gate - 0.05, 4))
     new_index = latest(own.artifact_root, "indexes")
     assert new_index.name != own.index_dir.name
     assert manifest(new_index)["model_version"] == own.model_dir.name
     assert ArtifactStore(own.artifact_root).versions("models") == [own.model_dir.name]
+    # Each run's outcome is a metric (node_exporter textfile) the staleness alert reads.
+    samples = read_samples(own.home / "metrics" / "pipelines.prom")
+    key = ("recall_pipeline_runs_total", (("dag", "recall_rebuild_index"), ("outcome", "success")))
+    assert samples.get(key) == 2.0
+    stamp = ("recall_pipeline_last_success_timestamp_seconds", (("dag", "recall_rebuild_index"),))
+    assert samples[stamp] > 0
 
 
 def test_server_hot_swaps_to_a_new_latest_and_skips_a_corrupt_one(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -72,12 +73,64 @@ def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
 def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> None:
     dag = dags_module.recall_rebuild_index()
     assert _edges(dag) == {
+        ("index_outdated", "latest_model"),
+        ("index_outdated", "seed_histories"),
         ("latest_model", "load_user_vectors"),
-        ("load_user_vectors", "build_index"),
-        ("seed_histories", "build_index"),
-        ("build_index", "ship"),
+        ("load_user_vectors", "rebuild_index"),
+        ("seed_histories", "rebuild_index"),
+        ("rebuild_index", "ship"),
         ("ship", "prune_user_vectors"),
     }
+    # Nothing of the run happens unless the check says the index is out of date.
+    assert dag.task_dict["index_outdated"].__class__.__name__ == "_ShortCircuitDecoratedOperator"
+
+
+def test_idempotent_tasks_retry_and_every_run_reports_its_outcome(
+    dags_module: ModuleType,
+) -> None:
+    from pipelines import run_metrics
+
+    for build in (
+        dags_module.recall_train_and_index,
+        dags_module.recall_rebuild_index,
+        dags_module.recall_refresh_vectors,
+    ):
+        dag = build()
+        assert dag.max_active_runs == 1
+        assert dag.on_success_callback in (run_metrics.on_success, [run_metrics.on_success])
+        assert dag.on_failure_callback in (run_metrics.on_failure, [run_metrics.on_failure])
+        for task_id, task in dag.task_dict.items():
+            idempotent = task_id in {
+                "load_user_vectors",
+                "seed_histories",
+                "prune_user_vectors",
+                "refresh_touched_users",
+            }
+            assert (task.retries > 0) == idempotent, task_id
+            if idempotent:
+                assert task.retry_exponential_backoff
+
+
+def test_run_metrics_file_counts_runs_and_keeps_other_dags(tmp_path: Path) -> None:
+    from pipelines.run_metrics import read_samples, record_run
+
+    path = tmp_path / "metrics" / "pipelines.prom"
+    record_run("recall_train_and_index", True, path=path, now=1000.0)
+    record_run("recall_train_and_index", False, path=path, now=2000.0)
+    record_run("recall_rebuild_index", True, path=path, now=3000.0)
+    record_run("recall_train_and_index", True, path=path, now=4000.0)
+    samples = read_samples(path)
+    train = (("dag", "recall_train_and_index"),)
+    assert samples[("recall_pipeline_last_success_timestamp_seconds", train)] == 4000.0
+    assert samples[("recall_pipeline_last_failure_timestamp_seconds", train)] == 2000.0
+    runs = "recall_pipeline_runs_total"
+    assert samples[(runs, (("dag", "recall_train_and_index"), ("outcome", "success")))] == 2
+    assert samples[(runs, (("dag", "recall_train_and_index"), ("outcome", "failed")))] == 1
+    rebuild = (("dag", "recall_rebuild_index"),)
+    assert samples[("recall_pipeline_last_success_timestamp_seconds", rebuild)] == 3000.0
+    text = path.read_text()
+    assert "# TYPE recall_pipeline_runs_total counter" in text
+    assert not list(path.parent.glob(".pipelines-*"))  # no temporary file left behind
 
 
 def test_hourly_refresh_dag_re_encodes_touched_users(dags_module: ModuleType) -> None:
