@@ -222,7 +222,11 @@ def supervise(settings: ServerSettings) -> int:
         log.error("%s", exc)
         return 1
     directory = workers_dir(os.getpid())
-    directory.mkdir(mode=0o700)  # fails if it exists: never reuse a stranger's directory
+    try:
+        _fresh_private_dir(directory)
+    except OSError as exc:
+        log.error("cannot make the workers' socket directory %s: %s", directory, exc)
+        return 1
     settings = settings.model_copy(update={"port": port})
     addresses = [f"unix:{socket_path(directory, i)}" for i in range(count)]
     stop = {"signal": 0}
@@ -270,6 +274,18 @@ def supervise(settings: ServerSettings) -> int:
         _stop_all(procs, settings.grace_s + KILL_AFTER_GRACE_S)
         shutil.rmtree(directory, ignore_errors=True)
     return status
+
+
+def _fresh_private_dir(directory: Path) -> None:
+    """Create ``directory`` with mode 0700. A leftover of a dead supervisor that had this
+    pid (same user, a real directory) is removed first; anything else there is an error
+    (never reuse a directory another user could have prepared)."""
+    if directory.exists() or directory.is_symlink():
+        info = directory.lstat()
+        if directory.is_symlink() or not directory.is_dir() or info.st_uid != os.getuid():
+            raise FileExistsError(f"{directory} exists and is not a leftover of ours")
+        shutil.rmtree(directory)
+    directory.mkdir(mode=0o700)
 
 
 def _stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
