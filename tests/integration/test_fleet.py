@@ -299,7 +299,7 @@ def test_rollback_holds_across_watcher_polls_and_a_pipeline_run_until_unpin(
                 "--redis-url",
                 fleet.redis.url,
                 "--min-recall",
-                "0.0",
+                "0.01",  # differs from the base index's gate: the rebuild has work to do
             ],
             fleet.home,
         )
