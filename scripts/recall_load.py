@@ -189,6 +189,9 @@ def floor(synth: SyntheticIndex, redis_url: str, batch: int, seconds: float) -> 
 
 
 def main() -> None:
+    # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the finally blocks stop the
+    # servers and the throwaway Redis instead of leaving them on their ports.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
