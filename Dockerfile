@@ -98,6 +98,7 @@ COPY serving/ serving/
 COPY pipelines/ pipelines/
 COPY artifacts/ artifacts/
 COPY keyspace/ keyspace/
+COPY catalogue/ catalogue/
 COPY evaluation/ evaluation/
 COPY recall_cli/ recall_cli/
 COPY bench/ bench/
