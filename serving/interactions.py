@@ -157,9 +157,7 @@ class InteractionRecorder:
         checked = validate_interactions(interactions, self.max_per_call, now)
         loaded = self.holder.current()
         if self.canonical_maps is not None:
-            canonical = self.canonical_maps.cached(loaded.model_version)
-            if canonical is None:  # first call on this model: one small read, off the loop
-                canonical = await asyncio.to_thread(self.canonical_maps.get, loaded.model_version)
+            canonical = await self.canonical_maps.for_model(loaded.model_version)
             if canonical.groups:
                 checked = [
                     dataclasses.replace(e, item_id=canonical.canonical(e.item_id)) for e in checked

@@ -6,6 +6,7 @@ fields below, which ``tests/integration`` pins against what training really writ
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -146,6 +147,14 @@ class CanonicalMaps:
     def cached(self, model_version: str) -> CanonicalMap | None:
         """The map if already read, else None (no I/O: safe on the event loop)."""
         return self._maps.get(model_version)
+
+    async def for_model(self, model_version: str) -> CanonicalMap:
+        """The map of ``model_version`` from the event loop: cached, or read once off the
+        loop (the first call on a model)."""
+        found = self.cached(model_version)
+        if found is None:
+            found = await asyncio.to_thread(self.get, model_version)
+        return found
 
     def get(self, model_version: str) -> CanonicalMap:
         """The map of ``model_version``, read on first use (blocking I/O)."""

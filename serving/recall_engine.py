@@ -221,9 +221,7 @@ class RecallEngine:
         one result or error per query, in order. Errors that concern every query (no
         index, Redis down in ``unavailable`` mode) are raised."""
         loaded = self.holder.current()
-        canonical = self.canonical_maps.cached(loaded.model_version)
-        if canonical is None:  # first call on this model: one small read, off the loop
-            canonical = await asyncio.to_thread(self.canonical_maps.get, loaded.model_version)
+        canonical = await self.canonical_maps.for_model(loaded.model_version)
         states, degraded = await self._read_users(loaded, queries)
         # The seen filter is one more exclusion: from here on, history ∪ exclude_item_ids,
         # each id folded into its canonical id (the index holds canonical ids only).

@@ -103,17 +103,25 @@ class ServerThread:
         self.thread.join(10)
 
 
-def settings_for(p: Pipeline, **extra: Any) -> ServerSettings:
+def local_settings(artifact_root: str | Path, redis_url: str, **extra: Any) -> ServerSettings:
+    """A test server's settings: OS-chosen ports, no watcher, ``extra`` on top."""
     values: dict[str, Any] = {
         "port": 0,
         "admin_port": 0,
         "metrics_port": 0,
-        "redis_url": p.redis.url,
-        "artifact_root": str(p.artifact_root),
+        "redis_url": redis_url,
+        "artifact_root": str(artifact_root),
         "watch_interval_s": 0,
     }
     values.update(extra)
     return ServerSettings(**values)
+
+
+def settings_for(p: Pipeline, **extra: Any) -> ServerSettings:
+    """The pipeline's server settings; ``extra`` may override any of them (redis_url too)."""
+    values: dict[str, Any] = {"artifact_root": p.artifact_root, "redis_url": p.redis.url}
+    values.update(extra)
+    return local_settings(**values)
 
 
 def copy_index_as(index_dir: Path, version: str, *, corrupt: bool = False) -> Path:

@@ -37,7 +37,7 @@ from serving.tasks import load_vectors
 from serving.user_vectors import delete_user_vectors, load_user_vectors, loaded_model_versions
 from serving.vector_repair import RepairResult, VectorRepairer
 from tests.conftest import REPO_VAR
-from tests.integration.harness import Pipeline, ServerThread, settings_for
+from tests.integration.harness import Pipeline, ServerThread, local_settings, settings_for
 from tests.integration.synthetic_index import MODEL_VERSION, SyntheticIndex, publish_synthetic
 from training.histories import seed_histories
 from training.refresher import RefresherSettings, make_refresher, refresh_touched_users
@@ -210,17 +210,10 @@ def loaded(
 
 
 def server_settings(synth: SyntheticIndex, redis_url: str, **extra: Any) -> ServerSettings:
-    values: dict[str, Any] = {
-        "port": 0,
-        "admin_port": 0,
-        "metrics_port": 0,
-        "redis_url": redis_url,
-        "artifact_root": str(synth.artifact_root),
-        "watch_interval_s": 0,
-        "vector_repair_interval_s": 3600,  # the repair test drives it by hand
-    }
-    values.update(extra)
-    return ServerSettings(**values)
+    # The repair test drives self-repair by hand.
+    return local_settings(
+        synth.artifact_root, redis_url, **{"vector_repair_interval_s": 3600, **extra}
+    )
 
 
 @pytest.fixture(scope="module")

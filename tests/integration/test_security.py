@@ -23,7 +23,7 @@ from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.config import ServerSettings
 from serving.user_vectors import load_user_vectors
 from tests.integration.certs import Pki, make_ca, make_pki
-from tests.integration.harness import RECALL, ServerThread
+from tests.integration.harness import RECALL, ServerThread, local_settings
 from tests.integration.synthetic_index import SyntheticIndex, publish_synthetic
 
 pytestmark = pytest.mark.integration
@@ -51,17 +51,9 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(synth: SyntheticIndex, redis_url: str, **extra: Any) -> ServerSettings:
-    values: dict[str, Any] = {
-        "port": 0,
-        "admin_port": 0,
-        "metrics_port": 0,
-        "redis_url": redis_url,
-        "artifact_root": str(synth.artifact_root),
-        "watch_interval_s": 0,
-        "vector_repair_interval_s": 0,
-    }
-    values.update(extra)
-    return ServerSettings(**values)
+    return local_settings(
+        synth.artifact_root, redis_url, **{"vector_repair_interval_s": 0, **extra}
+    )
 
 
 def tls_channel(port: int, pki: Pki, *, client_cert: bool = False) -> grpc.Channel:

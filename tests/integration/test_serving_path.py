@@ -31,7 +31,7 @@ from serving.client import RecallClient
 from serving.config import ServerSettings
 from serving.user_vectors import load_user_vectors
 from tests.conftest import REPO_VAR
-from tests.integration.harness import RECALL, ServerThread
+from tests.integration.harness import RECALL, ServerThread, local_settings
 from tests.integration.synthetic_index import SyntheticIndex, publish_synthetic
 
 pytestmark = pytest.mark.integration
@@ -53,16 +53,7 @@ def synth(redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def settings(synth: SyntheticIndex, redis_url: str, **extra: Any) -> ServerSettings:
-    values: dict[str, Any] = {
-        "port": 0,
-        "admin_port": 0,
-        "metrics_port": 0,
-        "redis_url": redis_url,
-        "artifact_root": str(synth.artifact_root),
-        "watch_interval_s": 0,
-    }
-    values.update(extra)
-    return ServerSettings(**values)
+    return local_settings(synth.artifact_root, redis_url, **extra)
 
 
 @dataclass

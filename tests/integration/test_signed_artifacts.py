@@ -32,7 +32,7 @@ from serving.client import RecallClient
 from serving.config import ServerSettings
 from serving.server import RecallServer
 from serving.vector_repair import RepairResult, VectorRepairer
-from tests.integration.harness import ServerThread, copy_index_as, run_cli
+from tests.integration.harness import ServerThread, copy_index_as, local_settings, run_cli
 from tests.integration.synthetic_index import MODEL_VERSION, publish_synthetic
 
 pytestmark = pytest.mark.integration
@@ -82,17 +82,7 @@ def trust(tmp_path: Path, *pairs: KeyPairFiles) -> str:
 
 
 def settings(s: Signed, redis_url: str, **extra: Any) -> ServerSettings:
-    values: dict[str, Any] = {
-        "port": 0,
-        "admin_port": 0,
-        "metrics_port": 0,
-        "redis_url": redis_url,
-        "artifact_root": str(s.root),
-        "watch_interval_s": 0,
-        "vector_repair_interval_s": 0,
-    }
-    values.update(extra)
-    return ServerSettings(**values)
+    return local_settings(s.root, redis_url, **{"vector_repair_interval_s": 0, **extra})
 
 
 def index_copy(

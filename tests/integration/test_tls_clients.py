@@ -20,7 +20,7 @@ from keyspace.histories import history_key
 from recall_cli.local_redis import LocalRedis
 from serving.config import ServerSettings
 from tests.integration.certs import Pki, make_pki
-from tests.integration.harness import RECALL, ServerThread
+from tests.integration.harness import RECALL, ServerThread, local_settings
 from tests.integration.synthetic_index import SyntheticIndex, publish_synthetic
 
 pytestmark = pytest.mark.integration
@@ -59,17 +59,9 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(synth: SyntheticIndex, redis_url: str, **extra: Any) -> ServerSettings:
-    values: dict[str, Any] = {
-        "port": 0,
-        "admin_port": 0,
-        "metrics_port": 0,
-        "redis_url": redis_url,
-        "artifact_root": str(synth.artifact_root),
-        "watch_interval_s": 0,
-        "vector_repair_interval_s": 0,
-    }
-    values.update(extra)
-    return ServerSettings(**values)
+    return local_settings(
+        synth.artifact_root, redis_url, **{"vector_repair_interval_s": 0, **extra}
+    )
 
 
 @pytest.fixture(scope="module")
