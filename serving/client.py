@@ -8,7 +8,7 @@ Every call has a deadline; only UNAVAILABLE is retried (with backoff), as gRPC a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -180,6 +180,28 @@ class RecallClient:
         request = recall_pb2.LoadIndexRequest(version=version)
         return stub.LoadIndex(
             request, timeout=max(self.timeout_s, 120.0), metadata=self._admin_metadata
+        )
+
+    def upsert_items(
+        self, items: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> recall_pb2.UpsertItemsResponse:
+        """Add or replace items (id, feature columns as text) through RecallAdmin."""
+        stub = self._admin()
+        request = recall_pb2.UpsertItemsRequest(
+            items=[recall_pb2.NewItem(item_id=i, features=dict(f)) for i, f in items]
+        )
+        return self._call(
+            lambda: stub.UpsertItems(request, timeout=self.timeout_s, metadata=self._admin_metadata)
+        )
+
+    def remove_items(
+        self, item_ids: Sequence[str], lift: bool = False
+    ) -> recall_pb2.RemoveItemsResponse:
+        """Take items down (``lift``: lift an earlier takedown) through RecallAdmin."""
+        stub = self._admin()
+        request = recall_pb2.RemoveItemsRequest(item_ids=list(item_ids), lift=lift)
+        return self._call(
+            lambda: stub.RemoveItems(request, timeout=self.timeout_s, metadata=self._admin_metadata)
         )
 
     def is_serving(self) -> bool:

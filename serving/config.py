@@ -234,6 +234,22 @@ class ServerSettings(BaseSettings):
     )
     redis_tls_key_file: str | None = Field(None, description="Key of redis_tls_cert_file.")
 
+    # Fresh items and takedowns (serving.fresh_segment, serving.new_items).
+    fresh_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "How often the server polls Redis for fresh item vectors and the deny set "
+            "(seconds); an added or removed item reaches answers within about this long."
+        ),
+    )
+    fresh_max_items: int = Field(
+        50_000, ge=1, description="Most fresh items one server searches exactly (the rest wait)."
+    )
+    max_upsert_items: int = Field(
+        1000, ge=1, description="Most items (or ids) per UpsertItems/RemoveItems call."
+    )
+
     @model_validator(mode="after")
     def _check_security_files(self) -> ServerSettings:
         """Refuse half a TLS setup or a missing file at start, naming the setting."""

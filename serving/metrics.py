@@ -84,3 +84,17 @@ USER_VECTORS_REPAIRED = Counter(
     "recall_user_vectors_repaired_total",
     "User vectors written by repairs (keys that were missing from Redis).",
 )
+FRESH_ITEMS = Gauge(
+    "recall_fresh_segment_items",
+    "Fresh items (added with UpsertItems, not yet in the index) this server searches exactly, "
+    "as of its last poll of Redis.",
+)
+DENIED_ITEMS = Gauge(
+    "recall_deny_set_items",
+    "Items taken down with RemoveItems (the deny set), as of this server's last poll.",
+)
+CATALOGUE_CHANGES = Counter(
+    "recall_catalogue_changes_total",
+    "Items changed through RecallAdmin: upserted, removed, lifted.",
+    ["change"],
+)

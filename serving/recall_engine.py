@@ -15,6 +15,10 @@ mode is ``unavailable`` (then the call fails with BackendUnavailable).
 Duplicate items: the serving model's canonical-id map (duplicates.json) folds every id of
 ``exclude_item_ids`` and of the seen list into its canonical id, and answers carry
 canonical ids only, each once: excluding either copy of a film excludes both.
+
+Fresh items and takedowns (``serving.fresh_segment``): when ``fresh_segment`` is set, its
+denied ids join every query's exclusions and user-vector answers are merged by score with
+an exact search over the fresh items; None (the usual case) costs one attribute read.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 
 from serving.circuit_breaker import CircuitBreaker
 from serving.errors import BackendUnavailable, InvalidRequest, RecallError
+from serving.fresh_segment import FreshSegment
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
 from serving.model_artifact import CanonicalMaps
@@ -194,6 +199,8 @@ class RecallEngine:
         self.failure_mode = failure_mode
         self.inline_search_codes = inline_search_codes
         self.canonical_maps = canonical_maps or CanonicalMaps(holder.store)
+        # Set by serving.fresh_segment.FreshSegmentPoller; None: nothing fresh or denied.
+        self.fresh_segment: FreshSegment | None = None
 
     def validate(self, query: RecallQuery) -> None:
         """Raises InvalidRequest for a query out of this server's bounds."""
@@ -233,6 +240,9 @@ class RecallEngine:
             else q
             for q, s in zip(queries, states, strict=True)
         ]
+        segment = self.fresh_segment
+        if segment is not None and segment.deny:
+            queries = [dataclasses.replace(q, exclude=q.exclude | segment.deny) for q in queries]
         aliases = canonical.aliases if canonical.groups else None
         with_vector = [i for i, s in enumerate(states) if s.vector is not None]
         found: dict[int, list[tuple[str, float]]] = {}
@@ -243,6 +253,14 @@ class RecallEngine:
                 rows = self._search(loaded, matrix, batch, aliases)
             else:
                 rows = await asyncio.to_thread(self._search, loaded, matrix, batch, aliases)
+            if (
+                segment is not None
+                and segment.size
+                and segment.model_version == loaded.model_version
+            ):
+                rows = segment.merge_rows(
+                    rows, matrix, [q.exclude for q in batch], [q.k for q in batch]
+                )
             found = dict(zip(with_vector, rows, strict=True))
         results: list[RecallResult | RecallError] = []
         for i, (query, state) in enumerate(zip(queries, states, strict=True)):

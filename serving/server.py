@@ -26,9 +26,11 @@ from serving.errors import (
     DeadlineExpired,
     IndexLoadError,
     InvalidRequest,
+    NoIndexLoaded,
     Overloaded,
     RecallError,
 )
+from serving.fresh_segment import FreshSegment, FreshSegmentPoller
 from serving.grpc_errors import grpc_method
 from serving.index.artifact import INDEX_KIND
 from serving.index.loaded import LoadedIndex
@@ -37,7 +39,10 @@ from serving.interactions import Interaction, InteractionRecorder
 from serving.metrics import (
     BATCH_DROPPED,
     BATCH_SIZE,
+    CATALOGUE_CHANGES,
     DEGRADED,
+    DENIED_ITEMS,
+    FRESH_ITEMS,
     IN_FLIGHT,
     INDEX_INFO,
     INDEX_ITEMS,
@@ -47,6 +52,13 @@ from serving.metrics import (
     failed_calls,
 )
 from serving.micro_batcher import MicroBatcher
+from serving.new_items import (
+    read_feature_rules,
+    set_denied,
+    store_items,
+    validate_ids,
+    validate_items,
+)
 from serving.recall_engine import (
     RecallEngine,
     RecallQuery,
@@ -264,6 +276,8 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
             recall_port=self.server.port,
             failed_calls=failed_calls(),
             redis_breaker_state=self.server.breaker.state.value,
+            fresh_segment_size=self.server.fresh.fresh_count,
+            deny_set_size=self.server.fresh.deny_count,
         )
         if loaded is not None:
             response.index_version = loaded.index_version
@@ -294,6 +308,42 @@ class AdminServicer(recall_pb2_grpc.RecallAdminServicer):
             item_count=loaded.item_count,
             previous_index_version=previous.index_version if previous else "",
         )
+
+    @grpc_method("UpsertItems")
+    async def UpsertItems(
+        self, request: recall_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.UpsertItemsResponse:
+        items = [(i.item_id, dict(i.features)) for i in request.items]
+        loaded = self.server.holder.current_or_none()
+        if loaded is None:
+            raise NoIndexLoaded("no index loaded: items are checked against its model's features")
+        rules = await asyncio.to_thread(read_feature_rules, self.server.store, loaded.model_version)
+        validate_items(items, rules, self.server.settings.max_upsert_items)
+        stored = await store_items(self.server.vectors.client, items)
+        CATALOGUE_CHANGES.labels("upserted").inc(stored)
+        log.info("upserted %d item(s) checked against model %s", stored, loaded.model_version)
+        return recall_pb2.UpsertItemsResponse(upserted=stored, model_version=loaded.model_version)
+
+    @grpc_method("RemoveItems")
+    async def RemoveItems(
+        self, request: recall_pb2.RemoveItemsRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.RemoveItemsResponse:
+        ids = list(request.item_ids)
+        validate_ids(ids, self.server.settings.max_upsert_items)
+        changed, size = await set_denied(self.server.vectors.client, ids, request.lift)
+        CATALOGUE_CHANGES.labels("lifted" if request.lift else "removed").inc(changed)
+        log.info(
+            "%s %d item(s); deny set holds %d",
+            "lifted" if request.lift else "removed",
+            changed,
+            size,
+        )
+        return recall_pb2.RemoveItemsResponse(changed=changed, deny_set_size=size)
+
+
+def _set_catalogue_gauges(fresh: int, denied: int) -> None:
+    FRESH_ITEMS.set(fresh)
+    DENIED_ITEMS.set(denied)
 
 
 def _bind(
@@ -386,6 +436,15 @@ class RecallServer:
         self.repairer = VectorRepairer.from_url(
             self.store, settings.redis_url, security=settings.redis_security()
         )
+        self.fresh = FreshSegmentPoller(
+            self.vectors.client,
+            self.holder.current_or_none,
+            self.engine.canonical_maps,
+            self._publish_fresh,
+            max_items=settings.fresh_max_items,
+            on_sizes=_set_catalogue_gauges,
+        )
+        self._fresh_task: asyncio.Task[None] | None = None
         self.port = 0
         self.admin_port = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -443,10 +502,14 @@ class RecallServer:
             log.warning("no index loaded at start: %s", exc)
         if self.settings.watch_interval_s > 0 and not self.settings.index_version:
             self._watcher = asyncio.create_task(self._watch_latest())
+        self._fresh_task = asyncio.create_task(self.fresh.run(self.settings.fresh_poll_s))
         if self.settings.vector_repair_interval_s > 0:
             self._repair = asyncio.create_task(
                 self.repairer.run(self._serving_model, self.settings.vector_repair_interval_s)
             )
+
+    def _publish_fresh(self, segment: FreshSegment | None) -> None:
+        self.engine.fresh_segment = segment
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         """TLS (mTLS with a client CA) for both ports, or None: plaintext."""
@@ -541,7 +604,7 @@ class RecallServer:
         """Graceful: health says NOT_SERVING, new calls are refused, calls in flight get
         up to ``grace`` seconds to finish (their batches keep running), then Redis closes."""
         grace = self.settings.grace_s if grace is None else grace
-        for task in (self._watcher, self._repair):
+        for task in (self._watcher, self._repair, self._fresh_task):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recall/v1/recall.proto\x12\trecall.v1\"\x82\x01\n\rRecallRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x14\n\x0c\x65xclude_seen\x18\x04 \x01(\x08\x12\x0e\n\x06nprobe\x18\x05 \x01(\x05\x12\x15\n\rrefine_factor\x18\x06 \x01(\x05\"+\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa4\x01\n\x0eRecallResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.recall.v1.Candidate\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12!\n\x06source\x18\x04 \x01(\x0e\x32\x11.recall.v1.Source\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\"@\n\x12\x42\x61tchRecallRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.recall.v1.RecallRequest\"C\n\x13\x42\x61tchRecallResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.recall.v1.RecallResponse\"B\n\x0bInteraction\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"I\n\x19RecordInteractionsRequest\x12,\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x16.recall.v1.Interaction\"\\\n\x17RecordInteractionsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x15\n\runknown_items\x18\x02 \x01(\x05\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"\x12\n\x10GetStatusRequest\"\xbb\x02\n\x11GetStatusResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nitem_count\x18\x03 \x01(\x03\x12\x16\n\x0eloaded_at_unix\x18\x04 \x01(\x01\x12\x15\n\rredis_healthy\x18\x05 \x01(\x08\x12\x14\n\x0credis_detail\x18\x06 \x01(\t\x12\x0f\n\x07\x66\x61\x63tory\x18\x07 \x01(\t\x12\x0e\n\x06nprobe\x18\x08 \x01(\x05\x12\x1b\n\x13user_vectors_loaded\x18\t \x01(\x08\x12\x19\n\x11user_vector_count\x18\n \x01(\x03\x12\x13\n\x0brecall_port\x18\x0b \x01(\x05\x12\x14\n\x0c\x66\x61iled_calls\x18\x0c \x01(\x03\x12\x1b\n\x13redis_breaker_state\x18\r \x01(\t\"#\n\x10LoadIndexRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"u\n\x11LoadIndexResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nitem_count\x18\x03 \x01(\x03\x12\x1e\n\x16previous_index_version\x18\x04 \x01(\t*k\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_USER_VECTOR\x10\x01\x12\x13\n\x0fSOURCE_FALLBACK\x10\x02\x12\x1c\n\x18SOURCE_FALLBACK_DEGRADED\x10\x03\x32\xfc\x01\n\rRecallService\x12=\n\x06Recall\x12\x18.recall.v1.RecallRequest\x1a\x19.recall.v1.RecallResponse\x12L\n\x0b\x42\x61tchRecall\x12\x1d.recall.v1.BatchRecallRequest\x1a\x1e.recall.v1.BatchRecallResponse\x12^\n\x12RecordInteractions\x12$.recall.v1.RecordInteractionsRequest\x1a\".recall.v1.RecordInteractionsReply2\x9d\x01\n\x0bRecallAdmin\x12\x46\n\tGetStatus\x12\x1b.recall.v1.GetStatusRequest\x1a\x1c.recall.v1.GetStatusResponse\x12\x46\n\tLoadIndex\x12\x1b.recall.v1.LoadIndexRequest\x1a\x1c.recall.v1.LoadIndexResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recall/v1/recall.proto\x12\trecall.v1\"\x82\x01\n\rRecallRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x14\n\x0c\x65xclude_seen\x18\x04 \x01(\x08\x12\x0e\n\x06nprobe\x18\x05 \x01(\x05\x12\x15\n\rrefine_factor\x18\x06 \x01(\x05\"+\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa4\x01\n\x0eRecallResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.recall.v1.Candidate\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12!\n\x06source\x18\x04 \x01(\x0e\x32\x11.recall.v1.Source\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\"@\n\x12\x42\x61tchRecallRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.recall.v1.RecallRequest\"C\n\x13\x42\x61tchRecallResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.recall.v1.RecallResponse\"B\n\x0bInteraction\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"I\n\x19RecordInteractionsRequest\x12,\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x16.recall.v1.Interaction\"\\\n\x17RecordInteractionsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x15\n\runknown_items\x18\x02 \x01(\x05\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"\x12\n\x10GetStatusRequest\"\xee\x02\n\x11GetStatusResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nitem_count\x18\x03 \x01(\x03\x12\x16\n\x0eloaded_at_unix\x18\x04 \x01(\x01\x12\x15\n\rredis_healthy\x18\x05 \x01(\x08\x12\x14\n\x0credis_detail\x18\x06 \x01(\t\x12\x0f\n\x07\x66\x61\x63tory\x18\x07 \x01(\t\x12\x0e\n\x06nprobe\x18\x08 \x01(\x05\x12\x1b\n\x13user_vectors_loaded\x18\t \x01(\x08\x12\x19\n\x11user_vector_count\x18\n \x01(\x03\x12\x13\n\x0brecall_port\x18\x0b \x01(\x05\x12\x14\n\x0c\x66\x61iled_calls\x18\x0c \x01(\x03\x12\x1b\n\x13redis_breaker_state\x18\r \x01(\t\x12\x1a\n\x12\x66resh_segment_size\x18\x0e \x01(\x03\x12\x15\n\rdeny_set_size\x18\x0f \x01(\x03\"#\n\x10LoadIndexRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"u\n\x11LoadIndexResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nitem_count\x18\x03 \x01(\x03\x12\x1e\n\x16previous_index_version\x18\x04 \x01(\t\"\x7f\n\x07NewItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x32\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32 .recall.v1.NewItem.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x12UpsertItemsRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.recall.v1.NewItem\">\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"4\n\x12RemoveItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0c\n\x04lift\x18\x02 \x01(\x08\"=\n\x13RemoveItemsResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x05\x12\x15\n\rdeny_set_size\x18\x02 \x01(\x03*k\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_USER_VECTOR\x10\x01\x12\x13\n\x0fSOURCE_FALLBACK\x10\x02\x12\x1c\n\x18SOURCE_FALLBACK_DEGRADED\x10\x03\x32\xfc\x01\n\rRecallService\x12=\n\x06Recall\x12\x18.recall.v1.RecallRequest\x1a\x19.recall.v1.RecallResponse\x12L\n\x0b\x42\x61tchRecall\x12\x1d.recall.v1.BatchRecallRequest\x1a\x1e.recall.v1.BatchRecallResponse\x12^\n\x12RecordInteractions\x12$.recall.v1.RecordInteractionsRequest\x1a\".recall.v1.RecordInteractionsReply2\xb9\x02\n\x0bRecallAdmin\x12\x46\n\tGetStatus\x12\x1b.recall.v1.GetStatusRequest\x1a\x1c.recall.v1.GetStatusResponse\x12\x46\n\tLoadIndex\x12\x1b.recall.v1.LoadIndexRequest\x1a\x1c.recall.v1.LoadIndexResponse\x12L\n\x0bUpsertItems\x12\x1d.recall.v1.UpsertItemsRequest\x1a\x1e.recall.v1.UpsertItemsResponse\x12L\n\x0bRemoveItems\x12\x1d.recall.v1.RemoveItemsRequest\x1a\x1e.recall.v1.RemoveItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recall.v1.recall_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCE']._serialized_start=1248
-  _globals['_SOURCE']._serialized_end=1355
+  _globals['_NEWITEM_FEATURESENTRY']._loaded_options = None
+  _globals['_NEWITEM_FEATURESENTRY']._serialized_options = b'8\001'
+  _globals['_SOURCE']._serialized_start=1666
+  _globals['_SOURCE']._serialized_end=1773
   _globals['_RECALLREQUEST']._serialized_start=38
   _globals['_RECALLREQUEST']._serialized_end=168
   _globals['_CANDIDATE']._serialized_start=170
@@ -52,13 +54,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=754
   _globals['_GETSTATUSREQUEST']._serialized_end=772
   _globals['_GETSTATUSRESPONSE']._serialized_start=775
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1090
-  _globals['_LOADINDEXREQUEST']._serialized_start=1092
-  _globals['_LOADINDEXREQUEST']._serialized_end=1127
-  _globals['_LOADINDEXRESPONSE']._serialized_start=1129
-  _globals['_LOADINDEXRESPONSE']._serialized_end=1246
-  _globals['_RECALLSERVICE']._serialized_start=1358
-  _globals['_RECALLSERVICE']._serialized_end=1610
-  _globals['_RECALLADMIN']._serialized_start=1613
-  _globals['_RECALLADMIN']._serialized_end=1770
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1141
+  _globals['_LOADINDEXREQUEST']._serialized_start=1143
+  _globals['_LOADINDEXREQUEST']._serialized_end=1178
+  _globals['_LOADINDEXRESPONSE']._serialized_start=1180
+  _globals['_LOADINDEXRESPONSE']._serialized_end=1297
+  _globals['_NEWITEM']._serialized_start=1299
+  _globals['_NEWITEM']._serialized_end=1426
+  _globals['_NEWITEM_FEATURESENTRY']._serialized_start=1379
+  _globals['_NEWITEM_FEATURESENTRY']._serialized_end=1426
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=1428
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=1483
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1485
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1547
+  _globals['_REMOVEITEMSREQUEST']._serialized_start=1549
+  _globals['_REMOVEITEMSREQUEST']._serialized_end=1601
+  _globals['_REMOVEITEMSRESPONSE']._serialized_start=1603
+  _globals['_REMOVEITEMSRESPONSE']._serialized_end=1664
+  _globals['_RECALLSERVICE']._serialized_start=1776
+  _globals['_RECALLSERVICE']._serialized_end=2028
+  _globals['_RECALLADMIN']._serialized_start=2031
+  _globals['_RECALLADMIN']._serialized_end=2344
 # @@protoc_insertion_point(module_scope)

@@ -99,7 +99,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe", "user_vectors_loaded", "user_vector_count", "recall_port", "failed_calls", "redis_breaker_state")
+    __slots__ = ("index_version", "model_version", "item_count", "loaded_at_unix", "redis_healthy", "redis_detail", "factory", "nprobe", "user_vectors_loaded", "user_vector_count", "recall_port", "failed_calls", "redis_breaker_state", "fresh_segment_size", "deny_set_size")
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,8 @@ class GetStatusResponse(_message.Message):
     RECALL_PORT_FIELD_NUMBER: _ClassVar[int]
     FAILED_CALLS_FIELD_NUMBER: _ClassVar[int]
     REDIS_BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    FRESH_SEGMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DENY_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     model_version: str
     item_count: int
@@ -126,7 +128,9 @@ class GetStatusResponse(_message.Message):
     recall_port: int
     failed_calls: int
     redis_breaker_state: str
-    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ..., user_vectors_loaded: _Optional[bool] = ..., user_vector_count: _Optional[int] = ..., recall_port: _Optional[int] = ..., failed_calls: _Optional[int] = ..., redis_breaker_state: _Optional[str] = ...) -> None: ...
+    fresh_segment_size: int
+    deny_set_size: int
+    def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., loaded_at_unix: _Optional[float] = ..., redis_healthy: _Optional[bool] = ..., redis_detail: _Optional[str] = ..., factory: _Optional[str] = ..., nprobe: _Optional[int] = ..., user_vectors_loaded: _Optional[bool] = ..., user_vector_count: _Optional[int] = ..., recall_port: _Optional[int] = ..., failed_calls: _Optional[int] = ..., redis_breaker_state: _Optional[str] = ..., fresh_segment_size: _Optional[int] = ..., deny_set_size: _Optional[int] = ...) -> None: ...
 
 class LoadIndexRequest(_message.Message):
     __slots__ = ("version",)
@@ -145,3 +149,48 @@ class LoadIndexResponse(_message.Message):
     item_count: int
     previous_index_version: str
     def __init__(self, index_version: _Optional[str] = ..., model_version: _Optional[str] = ..., item_count: _Optional[int] = ..., previous_index_version: _Optional[str] = ...) -> None: ...
+
+class NewItem(_message.Message):
+    __slots__ = ("item_id", "features")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    features: _containers.ScalarMap[str, str]
+    def __init__(self, item_id: _Optional[str] = ..., features: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UpsertItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[NewItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[NewItem, _Mapping]]] = ...) -> None: ...
+
+class UpsertItemsResponse(_message.Message):
+    __slots__ = ("upserted", "model_version")
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    model_version: str
+    def __init__(self, upserted: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class RemoveItemsRequest(_message.Message):
+    __slots__ = ("item_ids", "lift")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    LIFT_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    lift: bool
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., lift: _Optional[bool] = ...) -> None: ...
+
+class RemoveItemsResponse(_message.Message):
+    __slots__ = ("changed", "deny_set_size")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    DENY_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    changed: int
+    deny_set_size: int
+    def __init__(self, changed: _Optional[int] = ..., deny_set_size: _Optional[int] = ...) -> None: ...

@@ -206,6 +206,16 @@ class RecallAdminStub:
                 request_serializer=recall_dot_v1_dot_recall__pb2.LoadIndexRequest.SerializeToString,
                 response_deserializer=recall_dot_v1_dot_recall__pb2.LoadIndexResponse.FromString,
                 _registered_method=True)
+        self.UpsertItems = channel.unary_unary(
+                '/recall.v1.RecallAdmin/UpsertItems',
+                request_serializer=recall_dot_v1_dot_recall__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=recall_dot_v1_dot_recall__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
+        self.RemoveItems = channel.unary_unary(
+                '/recall.v1.RecallAdmin/RemoveItems',
+                request_serializer=recall_dot_v1_dot_recall__pb2.RemoveItemsRequest.SerializeToString,
+                response_deserializer=recall_dot_v1_dot_recall__pb2.RemoveItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RecallAdminServicer:
@@ -226,6 +236,22 @@ class RecallAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertItems(self, request, context):
+        """Add or replace items with their features (checked against the serving model's
+        feature spec: INVALID_ARGUMENT naming the item and field otherwise). Durable in
+        Redis until an index build folds them in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveItems(self, request, context):
+        """Take items down (or lift a takedown): persistent in Redis until lifted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecallAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +264,16 @@ def add_RecallAdminServicer_to_server(servicer, server):
                     servicer.LoadIndex,
                     request_deserializer=recall_dot_v1_dot_recall__pb2.LoadIndexRequest.FromString,
                     response_serializer=recall_dot_v1_dot_recall__pb2.LoadIndexResponse.SerializeToString,
+            ),
+            'UpsertItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=recall_dot_v1_dot_recall__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=recall_dot_v1_dot_recall__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'RemoveItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveItems,
+                    request_deserializer=recall_dot_v1_dot_recall__pb2.RemoveItemsRequest.FromString,
+                    response_serializer=recall_dot_v1_dot_recall__pb2.RemoveItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -295,6 +331,60 @@ class RecallAdmin:
             '/recall.v1.RecallAdmin/LoadIndex',
             recall_dot_v1_dot_recall__pb2.LoadIndexRequest.SerializeToString,
             recall_dot_v1_dot_recall__pb2.LoadIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recall.v1.RecallAdmin/UpsertItems',
+            recall_dot_v1_dot_recall__pb2.UpsertItemsRequest.SerializeToString,
+            recall_dot_v1_dot_recall__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recall.v1.RecallAdmin/RemoveItems',
+            recall_dot_v1_dot_recall__pb2.RemoveItemsRequest.SerializeToString,
+            recall_dot_v1_dot_recall__pb2.RemoveItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
