@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 
 import faiss
 import redis
@@ -12,7 +13,15 @@ from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
 from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, open_uri, split_uri
+from keyspace.catalogue_items import DENY_SET, NEW_ITEMS, decode_ids
 from keyspace.connection import SyncRedis, make_client
+from serving.catalogue_fold import (
+    CatalogueChanges,
+    fold,
+    forget_folded,
+    index_item_ids,
+    read_changes,
+)
 from serving.errors import BackendUnavailable
 from serving.index.artifact import INDEX_KIND, IndexManifest, publish_index
 from serving.index.params import DEFAULT_MIN_RECALL, choose_params
@@ -39,6 +48,7 @@ def build_index(
     *,
     set_latest: bool = True,
     require_latest_model: bool = False,
+    redis_url: str | None = None,
 ) -> str:
     """Build, quality-gate and publish an IVF-PQ + re-rank index for the model at ``model_uri``.
 
@@ -52,12 +62,23 @@ def build_index(
     fleet configured the ship task promotes it after a verified canary, serving.fleet).
     With ``$RECALL_SIGNING_KEY_FILE`` set, the manifest is signed with that key. Returns
     the index URI.
+
+    ``redis_url``: fold the catalogue changes in (``serving.catalogue_fold``): items added
+    since training and embedded with this model join the index, denied items leave it;
+    once LATEST points at the index, the folded items leave the fresh segment.
     """
     root, _, _ = split_uri(model_uri)
     store = ArtifactStore(root, signer=signer_from_env())
     model = open_model_artifact(open_uri(model_uri))
+    changes = CatalogueChanges()
+    if redis_url:
+        client = _connect(redis_url)
+        try:
+            changes = read_changes(client, model)
+        finally:
+            client.close()
     uri, manifest = publish_index(
-        model,
+        fold(model, changes),
         store,
         min_recall=min_recall,
         allow_gpu=allow_gpu,
@@ -72,6 +93,12 @@ def build_index(
             )
         if set_latest:
             store.set_latest(INDEX_KIND, manifest.index_version)
+    if redis_url and set_latest and changes.ids:
+        client = _connect(redis_url)
+        try:
+            forget_folded(client, model.model_version, changes)
+        finally:
+            client.close()
     log.info(
         "index %s (%s nprobe=%d refine_factor=%d, %s, %s) published at %s",
         manifest.index_version,
@@ -124,11 +151,14 @@ def _connect(redis_url: str) -> SyncRedis:
         raise BackendUnavailable(str(exc)) from exc
 
 
-def rebuild_reason(artifact_root: str, min_recall: float = DEFAULT_MIN_RECALL) -> str | None:
+def rebuild_reason(
+    artifact_root: str, min_recall: float = DEFAULT_MIN_RECALL, redis_url: str | None = None
+) -> str | None:
     """Why the nightly rebuild should build a new index, or None when the LATEST index is
     already what a rebuild would produce: built from ``models/LATEST``, with the same index
     configuration (IVF-PQ factory and re-rank storage for this catalogue), the same gate
-    minimum and the same Faiss version."""
+    minimum and the same Faiss version, and (with ``redis_url``) no added item waiting to
+    be folded in and no denied item still in it."""
     store = ArtifactStore(artifact_root)
     try:
         model_version = store.latest("models")
@@ -154,6 +184,24 @@ def rebuild_reason(artifact_root: str, min_recall: float = DEFAULT_MIN_RECALL) -
         return f"gate minimum changed: {manifest.quality.min_recall} → {min_recall}"
     if manifest.faiss_version != faiss.__version__:
         return f"Faiss changed: {manifest.faiss_version} → {faiss.__version__}"
+    if redis_url:
+        return _catalogue_reason(redis_url, store.local_dir(INDEX_KIND, index_version))
+    return None
+
+
+def _catalogue_reason(redis_url: str, index_dir: Path) -> str | None:
+    """Why the catalogue changes in Redis call for a rebuild of the index at ``index_dir``."""
+    client = _connect(redis_url)
+    try:
+        added = int(client.hlen(NEW_ITEMS))
+        denied = decode_ids(client.smembers(DENY_SET))
+    finally:
+        client.close()
+    if added:
+        return f"{added} added item(s) to fold in"
+    still = denied & index_item_ids(index_dir)
+    if still:
+        return f"{len(still)} removed item(s) still in the index"
     return None
 
 

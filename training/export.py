@@ -7,6 +7,13 @@ Directory layout (one immutable version in the artifact store, kind ``models``):
                          user_id [batch] string, history [batch, H] string item ids (most
                          recent first, "" padded; H ≤ manifest history_length is read)
                          → [batch, dim] float32 unit vectors (training/user_encoder.py)
+    item_tower/          TensorFlow SavedModel; endpoint ``serve(features)``: [batch, W]
+                         int32 feature indices (item_features.json's features side by side,
+                         each ``width`` wide) → [batch, dim] item vectors of items known only
+                         by their features (the unknown-id row), as the index's cold items
+                         (training/item_encoder.py embeds items added after training)
+    item_features.json   the fitted item features: [{"spec", "vocabulary", "boundaries"}],
+                         what encodes an item's feature columns into those indices
     user_vectors.npy     [n_users, dim] float32, unit norm; row i belongs to user_ids.json[i],
                          computed from that user's latest history
     user_ids.json        list of external user ids
@@ -29,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +48,9 @@ from artifacts.checksums import MANIFEST_NAME, FileEntry, list_files
 from artifacts.store import ArtifactStore
 from catalogue.canonical_map import EMPTY_MAP, CanonicalMap, write_canonical_map
 from training.config import TrainConfig
-from training.model import UserTower
+from training.features import FittedFeature
+from training.model import ItemTower, UserTower
+from training.model import _masked_mean as masked_mean  # the tower's own pooling
 from training.train import TrainedModel
 
 MODEL_KIND = "models"
@@ -100,6 +110,49 @@ def export_user_tower(tower: UserTower, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures={"serve": serve})
 
 
+def export_item_tower(tower: ItemTower, features: Sequence[FittedFeature], path: Path) -> None:
+    """Save the item tower as a SavedModel whose ``serve(features)`` endpoint maps [batch, W]
+    int32 feature indices (``features`` side by side, each ``width`` wide; 0 = missing) to
+    [batch, dim], reading the unknown-id row as an item without interactions does."""
+    widths = [f.width for f in features]
+
+    @tf.function(
+        input_signature=[tf.TensorSpec(shape=[None, None], dtype=tf.int32, name="features")]
+    )
+    def serve(indices: tf.Tensor) -> tf.Tensor:
+        ids = tf.zeros(tf.shape(indices)[:1], dtype=tf.int64)
+        parts = [tower.id_embedding(ids)]
+        if tower.features is not None:
+            start = 0
+            for width, embedding in zip(widths, tower.features.embeddings, strict=True):
+                block = indices[:, start : start + width]
+                parts.append(masked_mean(embedding(block), block))
+                start += width
+        inputs = tf.concat(parts, axis=-1)
+        vectors = tower.head(inputs)
+        if tower.bias is None:
+            return vectors
+        # As ItemTower.call: the bias rides in one extra dimension.
+        return tf.concat([vectors, tower.config.temperature * tower.bias(inputs)], axis=-1)
+
+    module = tf.Module()
+    module.tower_variables = list(tower.variables)
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serve": serve})
+
+
+def item_features_json(features: Sequence[FittedFeature]) -> list[dict[str, Any]]:
+    """What item_features.json holds: each fitted feature's spec, vocabulary, boundaries."""
+    return [
+        {
+            "spec": f.spec.model_dump(),
+            "vocabulary": list(f.vocabulary),
+            "boundaries": list(f.boundaries),
+        }
+        for f in features
+    ]
+
+
 def write_model_dir(
     model: TrainedModel,
     config: TrainConfig,
@@ -126,6 +179,8 @@ def write_model_dir(
     _write_json(out_dir / "training_curve.json", model.curve)
     write_canonical_map(out_dir, canonical)
     export_user_tower(model.user_tower, out_dir / "user_tower")
+    _write_json(out_dir / "item_features.json", item_features_json(model.vocab.item_features))
+    export_item_tower(model.item_tower, model.vocab.item_features, out_dir / "item_tower")
     manifest = ModelManifest(
         model_version=model_version,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

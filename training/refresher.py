@@ -20,7 +20,13 @@ one key (the stream and its consumer group live in the stream's slot), and the h
 reads and vector writes are non-transactional pipelines, which a cluster client splits by
 node.
 
-TensorFlow is only imported by the default encoder loader (``training.user_encoder``).
+Fresh items: between batches the worker also embeds items added with
+``RecallAdmin.UpsertItems`` with the serving model's item tower
+(``training.fresh_items.FreshItemWatcher``), so they reach answers within a batch wait
+(``refresh_block_ms``) plus the servers' poll.
+
+TensorFlow is only imported by the default encoder loaders (``training.user_encoder``,
+``training.item_encoder``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from keyspace.events import (
 )
 from keyspace.histories import decode_items, history_key
 from keyspace.user_vectors import MalformedValue, encode_vector, user_vector_key
+from training.fresh_items import FreshItemWatcher, ItemEncoderLoader, load_item_encoder
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +211,11 @@ class Refresher:
         batch_size: int = 256,
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
+        items: FreshItemWatcher | None = None,
     ) -> None:
+        """``items``: also embed added items with the serving model between batches."""
         self.client = client
+        self.items = items
         self.model = model
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
@@ -291,6 +301,8 @@ class Refresher:
                     self.client.xgroup_createconsumer(EVENTS_STREAM, REFRESHER_GROUP, self.consumer)
                     group_ready = True
                 self.poll()
+                if self.items is not None:
+                    self.items.check()
                 backoff = 0.1
             except RETRIED_ERRORS as exc:
                 log.warning("refresher: %s; retrying in %.1f s", exc, backoff)
@@ -301,19 +313,23 @@ class Refresher:
 
 
 def make_refresher(
-    settings: RefresherSettings, loader: EncoderLoader = load_user_encoder
+    settings: RefresherSettings,
+    loader: EncoderLoader = load_user_encoder,
+    item_loader: ItemEncoderLoader = load_item_encoder,
 ) -> Refresher:
-    """A Refresher wired from settings (its Redis client waits longer than one block)."""
+    """A Refresher wired from settings (its Redis client waits longer than one block),
+    embedding fresh items with the same serving model."""
     client = make_client(settings.redis_url, socket_timeout=settings.refresh_block_ms / 1000 + 10)
-    model = ServingModel(
-        ArtifactStore(settings.artifact_root), loader, settings.model_check_interval_s
-    )
+    store = ArtifactStore(settings.artifact_root)
+    model = ServingModel(store, loader, settings.model_check_interval_s)
+    items = FreshItemWatcher(client, store, lambda: model.encoder().model_version, item_loader)
     return Refresher(
         client,
         model,
         batch_size=settings.refresh_batch,
         block_ms=settings.refresh_block_ms,
         claim_idle_ms=settings.refresh_claim_idle_ms,
+        items=items,
     )
 
 

@@ -156,7 +156,10 @@ def build_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
     # With a fleet, LATEST moves only in `ship`, after a verified canary (watchers and the
     # fleet then never disagree about what is current).
     return tasks.build_index(
-        model_uri, min_recall=params["min_recall"], set_latest=not params["fleet"].strip()
+        model_uri,
+        min_recall=params["min_recall"],
+        set_latest=not params["fleet"].strip(),
+        redis_url=params["redis_url"],
     )
 
 
@@ -171,9 +174,20 @@ def rebuild_index(model_uri: str, params: dict[str, Any] | None = None) -> str:
             min_recall=params["min_recall"],
             set_latest=not params["fleet"].strip(),
             require_latest_model=True,
+            redis_url=params["redis_url"],
         )
     except tasks.StaleModel as exc:
         raise AirflowSkipException(str(exc)) from exc
+
+
+@task(**_RETRY)
+def embed_fresh_items(model_uri: str, params: dict[str, Any] | None = None) -> str:
+    """Embed the items added since training with this model: the build folds them in."""
+    from training import fresh_items
+
+    assert params is not None
+    fresh_items.embed_fresh_items(model_uri, params["redis_url"])
+    return model_uri
 
 
 @task.short_circuit
@@ -181,7 +195,9 @@ def index_outdated(params: dict[str, Any] | None = None) -> bool:
     from serving import tasks
 
     assert params is not None
-    reason = tasks.rebuild_reason(params["artifact_root"], params["min_recall"])
+    reason = tasks.rebuild_reason(
+        params["artifact_root"], params["min_recall"], params["redis_url"]
+    )
     print(f"rebuild: {reason}" if reason else "rebuild: the LATEST index is current; skipped")
     return reason is not None
 
@@ -232,7 +248,7 @@ def prune_user_vectors(params: dict[str, Any] | None = None) -> list[str]:
     **_CALLBACKS,
 )
 def recall_train_and_index() -> None:
-    index = build_index(load_user_vectors(model_gate(train())))
+    index = build_index(embed_fresh_items(load_user_vectors(model_gate(train()))))
     seed_histories() >> index
     ship(index) >> prune_user_vectors()
 
@@ -252,7 +268,7 @@ def recall_rebuild_index() -> None:
     model = latest_model()
     seeded = seed_histories()
     check >> [model, seeded]
-    index = rebuild_index(load_user_vectors(model))
+    index = rebuild_index(embed_fresh_items(load_user_vectors(model)))
     seeded >> index
     ship(index) >> prune_user_vectors()
 
