@@ -53,7 +53,7 @@ test-integration: $(STAMP) redis-install  ## integration tests only
 lint: $(STAMP) proto-check  ## ruff + mypy + generated-code drift check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy training serving pipelines artifacts keyspace evaluation recall_cli bench catalogue
+	$(VENV)/bin/mypy training serving pipelines artifacts keyspace evaluation recall_cli bench catalogue recall_settings
 	$(VENV)/bin/lint-imports  # dependency rules: [tool.importlinter] in pyproject.toml
 
 proto: $(STAMP)  ## regenerate serving/api from protos/

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from artifacts.errors import ArtifactError, ArtifactNotFound, InvalidArtifact
 from artifacts.lineage import index_lineage
 from artifacts.store import ArtifactStore, split_uri
+from recall_settings import defaults
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ METRICS_NAME = "metrics.json"
 # A model must at least match popularity on recall@k; beating it is what a model is for,
 # but on small catalogs a trained model's lead can be a few per cent, so the default
 # margin is 0 and stricter deployments raise it.
-DEFAULT_POPULARITY_MARGIN = 0.0
+DEFAULT_POPULARITY_MARGIN = defaults.GATE_POPULARITY_MARGIN.default
 # Held-out metrics of two trainings differ without any real change: another data window
 # (other users' last interactions), and TensorFlow's nondeterministic training, which
 # moves recall@10 on ML-100K's 943 test users by a few per cent between identical runs.
 # 10 % relative is beyond that noise; deployments with more users can tighten it.
-DEFAULT_SERVING_TOLERANCE = 0.10
+DEFAULT_SERVING_TOLERANCE = defaults.GATE_SERVING_TOLERANCE.default
 DEFAULT_GATE_METRICS = ("recall@10", "ndcg@10", "recall@100")
 
 

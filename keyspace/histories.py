@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from keyspace.user_vectors import KEY_PREFIX
+from recall_settings import defaults
 
-HISTORY_MAX_ITEMS = 1000
+HISTORY_MAX_ITEMS = defaults.HISTORY_MAX_ITEMS.default
 """Default cap of one history list (servers: RECALL_HISTORY_MAX_ITEMS)."""
 
 REPLACE_HISTORY_LUA = """

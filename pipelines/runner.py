@@ -3,6 +3,19 @@
 This is what `recall pipeline run` does: Airflow parses ``pipelines/dags``, creates a DAG
 run, schedules each task by its dependencies and runs it in-process, passing artifact URIs
 between tasks by XCom. Airflow's own log goes to a file; the caller gets a summary.
+
+``dag.test()`` runs no scheduler, so the runner plays its two parts the chain needs:
+
+- the pool: :func:`ensure_pool` creates ``pipeline_pool`` (``recall_store``, one slot)
+  idempotently before the run (a deployment runs ``airflow pools set`` once instead);
+- asset scheduling: after a run, each DAG scheduled on an asset that the run emitted an
+  event for (an outlet task succeeded; Airflow's ``asset_event`` and
+  ``dag_schedule_asset_reference`` tables) is run next, with the run's ``conf`` (the keys
+  that DAG declares) plus the event's ``extra`` (e.g. ``index_uri``). Unlike the
+  scheduler it runs them whether or not they are paused: a local run is the whole chain.
+
+A ``conf`` that the DAG's typed params refuse raises :class:`PipelineError` naming the
+param, before any task runs.
 """
 
 from __future__ import annotations
@@ -42,10 +55,18 @@ class PipelineRun:
     tasks: list[TaskOutcome]
     log_path: Path
     failure: str = ""  # last exception line in the Airflow log when the run failed
+    # Runs of the DAGs this run's asset events scheduled (recall_ship after an index), in
+    # order; each may have its own.
+    followed: tuple[PipelineRun, ...] = ()
 
     @property
     def succeeded(self) -> bool:
-        return self.state == "success"
+        """This run and every run it scheduled succeeded."""
+        return self.state == "success" and all(f.succeeded for f in self.followed)
+
+    def chain(self) -> list[PipelineRun]:
+        """This run, then the runs it scheduled (depth first)."""
+        return [self, *(run for f in self.followed for run in f.chain())]
 
 
 def configure_airflow(airflow_home: Path) -> None:
@@ -162,36 +183,110 @@ def run_dag(
             follower.join(5)
 
 
+def check_conf(dag: Any, conf: dict[str, Any]) -> None:
+    """Validate ``conf`` against the DAG's typed params exactly as Airflow does when a run
+    is triggered (the serialized DAG's ``params.deep_merge(conf).validate()``).
+
+    Raises:
+        PipelineError: a value breaks its param's type, bounds or enum (message names it).
+    """
+    from airflow.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    serialized = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    try:
+        serialized.params.deep_merge(conf).validate()
+    except ParamValidationError as exc:
+        raise PipelineError(f"{dag.dag_id}: {exc}") from None
+
+
+def ensure_pool(name: str, slots: int = 1) -> None:
+    """Create the Airflow pool ``name`` with ``slots`` if it is missing (idempotent: an
+    existing pool keeps the slots an operator gave it)."""
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        if Pool.get_pool(name, session=session) is None:
+            Pool.create_or_update_pool(
+                name,
+                slots,
+                "Recall pipeline tasks that write the artifact store, Redis vectors or the "
+                "fleet: one at a time across DAGs (pipelines/dags/recall_pipelines.py).",
+                include_deferred=False,
+                session=session,
+            )
+
+
+def scheduled_by(dag_id: str, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The DAGs that the asset events of run ``run_id`` schedule, with the extra of the
+    newest such event each (Airflow's own tables: ``asset_event`` and the DAGs'
+    ``dag_schedule_asset_reference``), in the order the events happened."""
+    from airflow.models.asset import AssetEvent, DagScheduleAssetReference
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    found: dict[str, dict[str, Any]] = {}
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
+            .order_by(AssetEvent.timestamp)
+        ).all()
+        for event in events:
+            consumers = session.scalars(
+                select(DagScheduleAssetReference.dag_id).where(
+                    DagScheduleAssetReference.asset_id == event.asset_id
+                )
+            ).all()
+            for consumer in consumers:
+                found.setdefault(consumer, {}).update(dict(event.extra or {}))
+    return list(found.items())
+
+
 def _run_logged(dag_id: str, conf: dict[str, Any], log_path: Path) -> PipelineRun:
     with _output_to(log_path):
         from airflow import settings
         from airflow.dag_processing.dagbag import DagBag
         from airflow.utils import db
 
+        from recall_settings import defaults
+
         if settings.Session is None:
             settings.configure_orm()
         db.initdb()
+        ensure_pool(defaults.PIPELINE_POOL.value())
         bag = DagBag(dag_folder=str(DAGS_FOLDER))
         if bag.import_errors:
             raise PipelineError(f"DAG files failed to parse: {bag.import_errors} (log: {log_path})")
-        dag = bag.get_dag(dag_id)
-        if dag is None:
-            raise PipelineError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; found {sorted(bag.dag_ids)}")
-        dag_run = dag.test(run_conf=conf)
-        outcomes = []
-        for ti in sorted(dag_run.get_task_instances(), key=_started):
-            seconds = (
-                (ti.end_date - ti.start_date).total_seconds()
-                if ti.end_date and ti.start_date
-                else 0.0
-            )
-            result = ti.xcom_pull(task_ids=ti.task_id) if str(ti.state) == "success" else None
-            outcomes.append(TaskOutcome(ti.task_id, str(ti.state), seconds, result))
+        return _run_chain(bag, dag_id, conf, log_path)
+
+
+def _run_chain(bag: Any, dag_id: str, conf: dict[str, Any], log_path: Path) -> PipelineRun:
+    """Run ``dag_id`` with the part of ``conf`` it declares, then the DAGs it scheduled."""
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        raise PipelineError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; found {sorted(bag.dag_ids)}")
+    own = {k: v for k, v in conf.items() if k in dag.params}
+    check_conf(dag, own)
+    dag_run = dag.test(run_conf=own)
+    outcomes = []
+    for ti in sorted(dag_run.get_task_instances(), key=_started):
+        seconds = (
+            (ti.end_date - ti.start_date).total_seconds() if ti.end_date and ti.start_date else 0.0
+        )
+        result = ti.xcom_pull(task_ids=ti.task_id) if str(ti.state) == "success" else None
+        outcomes.append(TaskOutcome(ti.task_id, str(ti.state), seconds, result))
     state = str(dag_run.state)
-    failure = (
-        "" if state == "success" else last_exception_line(log_path.read_text(errors="replace"))
+    failure = ""
+    if state != "success":
+        sys.stdout.flush()
+        failure = last_exception_line(log_path.read_text(errors="replace"))
+    followed = tuple(
+        _run_chain(bag, target, {**conf, **extra}, log_path)
+        for target, extra in scheduled_by(dag_id, dag_run.run_id)
     )
-    return PipelineRun(dag_id, dag_run.run_id, state, outcomes, log_path, failure)
+    return PipelineRun(dag_id, dag_run.run_id, state, outcomes, log_path, failure, followed)
 
 
 _EXCEPTION_LINE = re.compile(

@@ -16,7 +16,16 @@ from artifacts.model_gate import (
     ModelGateConfig,
 )
 from recall_cli import paths
-from recall_cli.output import ArtifactRoot, RedisUrl, console, err, friendly_errors, stage
+from recall_cli.output import (
+    ArtifactRoot,
+    RedisUrl,
+    console,
+    err,
+    friendly_errors,
+    setting_option,
+    stage,
+)
+from recall_settings import defaults
 from serving.index.params import DEFAULT_MIN_RECALL
 
 data_app = typer.Typer(
@@ -279,9 +288,9 @@ def vectors_load(
 @vectors_app.command("prune")
 @friendly_errors
 def vectors_prune(
-    keep_indexes: Annotated[
-        int, typer.Option(help="Keep vectors of the models of this many newest indexes.")
-    ] = 3,
+    keep_indexes: int = setting_option(
+        defaults.KEEP_INDEXES, "Keep vectors of the models of this many newest indexes."
+    ),
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     redis_url: RedisUrl = paths.default_redis_url(),
 ) -> None:
@@ -302,31 +311,40 @@ def pipeline_run(
     ] = paths.data_dir(),
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     redis_url: RedisUrl = paths.default_redis_url(),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
-    min_recall: Annotated[
-        float, typer.Option(help="Quality gate: minimum ANN recall@10 and @100 vs exact.")
-    ] = DEFAULT_MIN_RECALL,
-    keep_indexes: Annotated[
-        int, typer.Option(help="Keep Redis user vectors for the models of this many indexes.")
-    ] = 3,
+    epochs: int = setting_option(defaults.EPOCHS, "Most training epochs."),
+    min_recall: float = setting_option(
+        defaults.MIN_RECALL, "Quality gate: minimum ANN recall@10 and @100 vs exact."
+    ),
+    keep_indexes: int = setting_option(
+        defaults.KEEP_INDEXES, "Keep Redis user vectors for the models of this many indexes."
+    ),
     dag_id: Annotated[
-        str, typer.Option(help="recall_train_and_index, or recall_rebuild_index.")
+        str,
+        typer.Option(
+            help="recall_train_and_index (then the DAGs its asset events schedule), or "
+            "recall_rebuild_index."
+        ),
     ] = "recall_train_and_index",
     model_gate: Annotated[
         bool,
-        typer.Option(help="--no-model-gate: a failed model gate only warns (smoke runs)."),
-    ] = True,
-    popularity_margin: Annotated[
-        float, typer.Option(help="Model gate: required relative lead over popularity.")
-    ] = DEFAULT_POPULARITY_MARGIN,
-    serving_tolerance: Annotated[
-        float, typer.Option(help="Model gate: allowed relative drop vs the serving model.")
-    ] = DEFAULT_SERVING_TOLERANCE,
+        typer.Option(
+            envvar=defaults.GATE_ENFORCE.env,
+            help="--no-model-gate: a failed model gate only warns (smoke runs).",
+        ),
+    ] = defaults.GATE_ENFORCE.default,
+    popularity_margin: float = setting_option(
+        defaults.GATE_POPULARITY_MARGIN, "Model gate: required relative lead over popularity."
+    ),
+    serving_tolerance: float = setting_option(
+        defaults.GATE_SERVING_TOLERANCE, "Model gate: allowed relative drop vs the serving model."
+    ),
 ) -> None:
     """Run a recall DAG through Airflow (dag.test() on a local SQLite metadata DB).
 
-    recall_train_and_index: train → model gate → load user vectors → build index → prune
-    old vectors. A model that fails the gate fails the run and nothing is published.
+    recall_train_and_index: train → model gate → load user vectors → build index; its
+    index asset event then runs recall_ship (ship to the fleet → prune old vectors). A
+    model that fails the gate fails the run and nothing is published. Every value is
+    checked against the DAG's typed params before anything runs.
     """
     from pipelines.runner import run_dag
     from recall_cli.progress import spinner_line
@@ -350,13 +368,18 @@ def pipeline_run(
         run = run_dag(
             dag_id, conf, paths.airflow_home(), on_progress=lambda m: show(f"Airflow: {m}")
         )
-    table = Table(title=f"{dag_id} run {run.run_id}: {run.state}")
-    for col in ("task", "state", "seconds", "result"):
-        table.add_column(col)
-    for t in run.tasks:
-        table.add_row(t.task_id, t.state, f"{t.seconds:.1f}", str(t.result or ""))
-    console.print(table)
+    for part in run.chain():
+        table = Table(title=f"{part.dag_id} run {part.run_id}: {part.state}")
+        for col in ("task", "state", "seconds", "result"):
+            table.add_column(col)
+        for t in part.tasks:
+            table.add_row(t.task_id, t.state, f"{t.seconds:.1f}", str(t.result or ""))
+        console.print(table)
     if not run.succeeded:
-        err.print(f"[bold red]error:[/] pipeline {run.state}: {run.failure or 'see the log'}")
+        failed = next(part for part in run.chain() if part.state != "success")
+        err.print(
+            f"[bold red]error:[/] pipeline {failed.dag_id} {failed.state}: "
+            f"{failed.failure or 'see the log'}"
+        )
         err.print(f"Airflow log: {run.log_path}")
         raise typer.Exit(1)

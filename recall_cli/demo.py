@@ -17,6 +17,7 @@ from recall_cli import paths
 from recall_cli.local_redis import LocalRedis, LocalRedisError, port_in_use
 from recall_cli.output import candidates_table
 from recall_cli.progress import spinner_line
+from recall_settings import defaults
 
 DEMO_USERS = ("1", "42", "405", "no-such-user")
 FRESH_USER = "1"
@@ -135,8 +136,8 @@ def run_demo(console: Console, epochs: int) -> int:
     began = time.monotonic()
     data = paths.data_dir()
     artifact_root = paths.default_artifact_root()
-    port = int(os.environ.get("RECALL_PORT", "50051"))
-    admin_port = int(os.environ.get("RECALL_ADMIN_PORT", "50052"))
+    port = defaults.PORT.value()
+    admin_port = defaults.ADMIN_PORT.value()
 
     busy = [p for p in (port, admin_port) if port_in_use(p)]
     if busy:

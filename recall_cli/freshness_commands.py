@@ -20,6 +20,7 @@ from recall_cli.serving_commands import (
     _security,
     _target,
 )
+from recall_settings import defaults
 
 interactions_app = typer.Typer(
     help="Interactions (user histories) through a running recall server.", no_args_is_help=True
@@ -34,7 +35,7 @@ def interactions_add(
     timestamp: Annotated[
         int, typer.Option(help="Unix seconds of the first item (each next one +1 s); 0 = now.")
     ] = 0,
-    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,

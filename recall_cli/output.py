@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recall_settings.defaults import Setting
+
 
 def _own_stream(stream: TextIO) -> TextIO:
     """A private duplicate of ``stream``'s file descriptor.
@@ -105,3 +107,17 @@ def stage(text: str) -> None:
 
 ArtifactRoot = Annotated[str, typer.Option(help="Artifact store root (path or fsspec URL).")]
 RedisUrl = Annotated[str, typer.Option(help="Redis holding user vectors.")]
+
+
+def setting_option(setting: Setting[Any], help: str) -> Any:
+    """A Typer option whose default, environment variable and bounds come from a shared
+    setting (``recall_settings.defaults``): ``--epochs`` defaults to ``$RECALL_EPOCHS`` or
+    the default the DAGs and the server use, and out-of-range values are refused by Typer
+    with a one-line usage error."""
+    return typer.Option(
+        setting.default,
+        envvar=setting.env,
+        min=setting.minimum,
+        max=setting.maximum,
+        help=help,
+    )

@@ -1,16 +1,23 @@
-"""Where the CLI keeps local state: everything under ``$RECALL_HOME`` (default ``./var``)."""
+"""Where the CLI keeps local state: everything under ``$RECALL_HOME`` (default ``./var``).
+
+The defaults themselves live in ``recall_settings.defaults`` (shared with the DAGs and the
+server); these are the CLI's names for them.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from recall_settings import defaults
 
 
 def home() -> Path:
-    return Path(os.environ.get("RECALL_HOME", "var")).resolve()
+    return defaults.recall_home()
 
 
 def data_dir(name: str = "ml-100k") -> Path:
+    if name == "ml-100k":
+        return Path(defaults.default_data_dir())
     return home() / "data" / name
 
 
@@ -27,12 +34,12 @@ def redis_dir() -> Path:
 
 
 def redis_port() -> int:
-    return int(os.environ.get("RECALL_REDIS_PORT", "6390"))
+    return defaults.REDIS_PORT.value()
 
 
 def default_redis_url() -> str:
-    return os.environ.get("RECALL_REDIS_URL", f"redis://127.0.0.1:{redis_port()}/0")
+    return defaults.default_redis_url()
 
 
 def default_artifact_root() -> str:
-    return os.environ.get("RECALL_ARTIFACT_ROOT", str(home() / "artifacts"))
+    return defaults.default_artifact_root()

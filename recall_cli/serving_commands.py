@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,15 +11,19 @@ import typer
 
 from recall_cli import paths
 from recall_cli.output import candidates_table, console, friendly_errors
+from recall_settings import defaults
 
 redis_app = typer.Typer(help="The project-local Redis server.", no_args_is_help=True)
 
 
 @friendly_errors
 def serve(
-    port: Annotated[int | None, typer.Option(help="Default: $RECALL_PORT or 50051.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help=f"Default: ${defaults.PORT.env} or {defaults.PORT.default}.")
+    ] = None,
     admin_port: Annotated[
-        int | None, typer.Option(help="Default: $RECALL_ADMIN_PORT or 50052.")
+        int | None,
+        typer.Option(help=f"Default: ${defaults.ADMIN_PORT.env} or {defaults.ADMIN_PORT.default}."),
     ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Default: $RECALL_REDIS_URL.")] = None,
     artifact_root: Annotated[
@@ -57,7 +60,7 @@ def serve(
 
 
 def _target(port: int) -> str:
-    return f"{os.environ.get('RECALL_HOST', '127.0.0.1')}:{port}"
+    return f"{defaults.HOST.value()}:{port}"
 
 
 # Client-side security options, shared by query/status/load-index and `interactions add`.
@@ -153,7 +156,7 @@ def query(
         bool, typer.Option(help="Also exclude the user's history (seen filter).")
     ] = False,
     data: Annotated[Path | None, typer.Option(help="Data directory, to show item titles.")] = None,
-    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
+    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -181,8 +184,10 @@ def query(
 
 @friendly_errors
 def status(
-    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
-    admin_port: Annotated[int, typer.Option(envvar="RECALL_ADMIN_PORT")] = 50052,
+    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
+    admin_port: Annotated[
+        int, typer.Option(envvar=defaults.ADMIN_PORT.env)
+    ] = defaults.ADMIN_PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -223,8 +228,10 @@ def status(
 @friendly_errors
 def load_index(
     version: Annotated[str, typer.Argument(help="Index version; empty = LATEST.")] = "",
-    port: Annotated[int, typer.Option(envvar="RECALL_PORT")] = 50051,
-    admin_port: Annotated[int, typer.Option(envvar="RECALL_ADMIN_PORT")] = 50052,
+    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
+    admin_port: Annotated[
+        int, typer.Option(envvar=defaults.ADMIN_PORT.env)
+    ] = defaults.ADMIN_PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,

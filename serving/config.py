@@ -16,31 +16,40 @@ from pydantic_settings import (
 
 from keyspace.connection import RedisSecurity
 from keyspace.events import EVENTS_MAXLEN
-from keyspace.histories import HISTORY_MAX_ITEMS
+from recall_settings import defaults
 
 
 def _home(*parts: str) -> str:
     """A path under ``$RECALL_HOME`` (default ``var``), where the CLI keeps local state."""
-    return os.path.join(os.environ.get("RECALL_HOME", "var"), *parts)
+    return str(defaults.recall_home().joinpath(*parts))
 
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECALL_", extra="forbid")
 
-    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
+    host: str = Field(
+        defaults.HOST.default, description="Interface to bind; 0.0.0.0 in containers."
+    )
     port: int = Field(
-        50051, ge=0, le=65535, description="RecallService + health + reflection (0: any free port)."
+        defaults.PORT.default,
+        ge=0,
+        le=65535,
+        description="RecallService + health + reflection (0: any free port).",
     )
     admin_port: int = Field(
-        50052, ge=0, le=65535, description="RecallAdmin port (0: any free port)."
+        defaults.ADMIN_PORT.default,
+        ge=0,
+        le=65535,
+        description="RecallAdmin port (0: any free port).",
     )
     metrics_port: int = Field(
-        9102, ge=0, le=65535, description="Prometheus /metrics HTTP port; 0 disables."
+        defaults.METRICS_PORT.default,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics HTTP port; 0 disables.",
     )
     redis_url: str = Field(
-        default_factory=lambda: (
-            f"redis://127.0.0.1:{os.environ.get('RECALL_REDIS_PORT', '6390')}/0"
-        ),
+        default_factory=defaults.default_redis_url,
         description=(
             "Where user vectors live (default: the project-local Redis); "
             "redis+cluster://host:port (rediss+cluster:// for TLS) for a Redis Cluster."
@@ -48,7 +57,7 @@ class ServerSettings(BaseSettings):
     )
     redis_timeout_s: float = Field(0.5, gt=0, description="Per-command Redis socket timeout.")
     artifact_root: str = Field(
-        default_factory=lambda: _home("artifacts"),
+        default_factory=lambda: defaults.ARTIFACT_ROOT.default_in(),
         description="Artifact store root (path or fsspec URL); default $RECALL_HOME/artifacts.",
     )
     cache_dir: str = Field(
@@ -80,7 +89,7 @@ class ServerSettings(BaseSettings):
         1000, ge=1, le=100_000, description="Most interactions in one RecordInteractions call."
     )
     history_max_items: int = Field(
-        HISTORY_MAX_ITEMS,
+        defaults.HISTORY_MAX_ITEMS.default,
         ge=1,
         description="Cap of each user's history list in Redis (recall:hist:<user_id>).",
     )

@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from artifacts.errors import ArtifactError
 from artifacts.store import ArtifactStore, split_uri
+from recall_settings import defaults
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.client import ClientSecurity, read_token
 from serving.errors import RecallError
@@ -59,7 +60,7 @@ class FleetSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECALL_", extra="forbid")
 
     fleet: str = Field(
-        default="",
+        default=defaults.FLEET.default,
         description=(
             "Comma-separated RecallAdmin addresses (host:port). A name that resolves to "
             "several addresses (a Kubernetes headless service) stands for all of them. "
@@ -67,7 +68,7 @@ class FleetSettings(BaseSettings):
         ),
     )
     fleet_canary: str = Field(
-        default="1",
+        default=defaults.FLEET_CANARY.default,
         description=(
             "The canary: a count (the first N members) or comma-separated member addresses."
         ),

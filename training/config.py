@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from recall_settings import defaults
 from training.features import FeatureSpec
 
 
@@ -71,7 +72,10 @@ class TrainConfig(BaseModel):
         0.3, ge=0, lt=1, description="Share of examples trained as an unknown user."
     )
     epochs: int = Field(
-        30, ge=1, le=1000, description="Most passes over the data (early stopping may stop sooner)."
+        defaults.EPOCHS.default,
+        ge=defaults.EPOCHS.minimum,
+        le=defaults.EPOCHS.maximum,
+        description="Most passes over the data (early stopping may stop sooner).",
     )
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
     early_stopping_metric: str = Field(

@@ -59,6 +59,7 @@ from keyspace.events import (
 )
 from keyspace.histories import decode_items, history_key
 from keyspace.user_vectors import MalformedValue, encode_vector, user_vector_key
+from recall_settings import defaults
 from training.fresh_items import FreshItemWatcher, ItemEncoderLoader, load_item_encoder
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,11 @@ class RefresherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECALL_", extra="forbid")
 
     redis_url: str = Field(
-        default_factory=lambda: (
-            f"redis://127.0.0.1:{os.environ.get('RECALL_REDIS_PORT', '6390')}/0"
-        ),
+        default_factory=defaults.default_redis_url,
         description="Redis holding histories, the event stream and user vectors.",
     )
     artifact_root: str = Field(
-        default_factory=lambda: os.path.join(os.environ.get("RECALL_HOME", "var"), "artifacts"),
+        default_factory=lambda: defaults.ARTIFACT_ROOT.default_in(),
         description="Artifact store whose LATEST index names the serving model.",
     )
     refresh_batch: int = Field(256, ge=1, description="Most stream entries per batch.")

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from recall_settings import defaults
+
 # Faiss warns below ~39 training points per centroid; keep every list trainable.
 MIN_POINTS_PER_LIST = 39
 # k-means sample: 64 points per list is enough for stable centroids and keeps a 1M-item
@@ -30,7 +32,7 @@ MAX_REFINE_FACTOR = 64  # searches clamp larger factors to this (as nprobe is cl
 # Quality gate: ANN recall against exact search at each of these k, on the served
 # configuration (default nprobe and refine factor). Every figure must reach the minimum.
 GATE_KS = (10, 100)
-DEFAULT_MIN_RECALL = 0.95
+DEFAULT_MIN_RECALL = defaults.MIN_RECALL.default
 
 # Search tuning at build time (``SearchTuning``): the cheapest served (nprobe, refine
 # factor) whose measured recall reaches the gate minimum plus a margin at every gate k, and

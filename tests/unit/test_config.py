@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_follow_recall_home_and_redis_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ServerSettings().artifact_root == "var/artifacts"
+    # recall_settings resolves $RECALL_HOME (default var) as the CLI does: one default.
+    assert ServerSettings().artifact_root == os.path.abspath("var/artifacts")
     monkeypatch.setenv("RECALL_HOME", "/srv/recall")
     monkeypatch.setenv("RECALL_REDIS_PORT", "6400")
     settings = ServerSettings()
