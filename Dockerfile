@@ -99,6 +99,7 @@ COPY pipelines/ pipelines/
 COPY artifacts/ artifacts/
 COPY keyspace/ keyspace/
 COPY catalogue/ catalogue/
+COPY recall_settings/ recall_settings/
 COPY evaluation/ evaluation/
 COPY recall_cli/ recall_cli/
 COPY bench/ bench/

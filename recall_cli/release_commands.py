@@ -15,6 +15,14 @@ from rich.table import Table
 
 from recall_cli import paths
 from recall_cli.output import ArtifactRoot, console, err, friendly_errors, stage
+from recall_cli.serving_commands import (
+    AdminTokenFile,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    TlsServerName,
+    UseTls,
+)
 
 if TYPE_CHECKING:  # serving.fleet pulls in gRPC and Faiss: imported when a command runs
     from serving.fleet import FleetSettings
@@ -34,12 +42,44 @@ Canary = Annotated[
     typer.Option(help="Canary count or addresses; default $RECALL_FLEET_CANARY or 1."),
 ]
 Reason = Annotated[str, typer.Option(help="Why (kept in the pin; shown by `status`).")]
+# The ship's probe queries are RecallService calls: their token is the service one (the
+# admin token goes in --token-file, as for `recall status|load-index`).
+ProbeTokenFile = Annotated[
+    str | None,
+    typer.Option(
+        "--service-token-file",
+        envvar="RECALL_SERVICE_TOKEN_FILE",
+        help="File holding the RecallService bearer token (the ship's probe queries).",
+    ),
+]
 
 
-def _settings(fleet: str | None, canary: str | None) -> FleetSettings:
+def _settings(
+    fleet: str | None,
+    canary: str | None,
+    tls: bool = False,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_server_name: str | None = None,
+    token_file: str | None = None,
+    service_token_file: str | None = None,
+) -> FleetSettings:
+    """The fleet settings: these options (each also read from its RECALL_* variable by
+    Typer), the rest from the environment (serving.fleet.FleetSettings)."""
     from serving.fleet import FleetSettings
 
-    overrides: dict[str, Any] = {"fleet": fleet, "fleet_canary": canary}
+    overrides: dict[str, Any] = {
+        "fleet": fleet,
+        "fleet_canary": canary,
+        "tls": tls or None,
+        "tls_ca_file": tls_ca,
+        "client_tls_cert_file": tls_cert,
+        "client_tls_key_file": tls_key,
+        "tls_server_name": tls_server_name,
+        "admin_token_file": token_file,
+        "service_token_file": service_token_file,
+    }
     return FleetSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -49,13 +89,12 @@ def _members(fleet: str) -> list[str]:
     return parse_fleet(fleet) if fleet.strip() else []
 
 
-def _ship(artifact_root: str, version: str, fleet: str | None, canary: str | None) -> bool:
+def _ship(artifact_root: str, version: str, settings: FleetSettings) -> bool:
     """Ship ``version`` without moving LATEST (the pin already says what to serve).
     False when no fleet is configured (the watchers will follow the pointers)."""
     from artifacts.store import ArtifactStore
     from serving.fleet import pick_canary, ship
 
-    settings = _settings(fleet, canary)
     members = _members(settings.fleet)
     if not members:
         console.print(
@@ -77,13 +116,22 @@ def _ship(artifact_root: str, version: str, fleet: str | None, canary: str | Non
 def status(
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     fleet: Fleet = None,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: AdminTokenFile = None,
+    service_token_file: ProbeTokenFile = None,
 ) -> None:
     """Each fleet member's index and model version, LATEST, PREVIOUS and PIN; flags skew
     (members serving different versions, or not the version the store says to serve)."""
     from artifacts.store import ArtifactStore
     from serving.fleet import fleet_status, skew
 
-    settings = _settings(fleet, None)
+    settings = _settings(
+        fleet, None, tls, tls_ca, tls_cert, tls_key, tls_server_name, token_file, service_token_file
+    )
     store = ArtifactStore(artifact_root)
     latest = store.latest_or_none(INDEXES)
     held = store.pinned(INDEXES)
@@ -133,6 +181,13 @@ def promote(
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     fleet: Fleet = None,
     canary: Canary = None,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: AdminTokenFile = None,
+    service_token_file: ProbeTokenFile = None,
 ) -> None:
     """Ship VERSION through the canary flow and move indexes/LATEST to it (refused while a
     pin holds the fleet: `recall release unpin` first)."""
@@ -150,7 +205,17 @@ def promote(
     if not store.exists(INDEXES, version):
         err.print(f"[bold red]error:[/] no index {version} in {artifact_root}")
         raise typer.Exit(1)
-    settings = _settings(fleet, canary)
+    settings = _settings(
+        fleet,
+        canary,
+        tls,
+        tls_ca,
+        tls_cert,
+        tls_key,
+        tls_server_name,
+        token_file,
+        service_token_file,
+    )
     members = _members(settings.fleet)
     if not members:
         store.set_latest(INDEXES, version)
@@ -171,8 +236,7 @@ def _hold(
     artifact_root: str,
     version: str,
     reason: str,
-    fleet: str | None,
-    canary: str | None,
+    settings: FleetSettings,
 ) -> None:
     """Pin ``version``, then ship it; a failed ship puts the earlier pin state back."""
     from artifacts.store import ArtifactStore
@@ -184,7 +248,7 @@ def _hold(
     held = store.pin(INDEXES, version, reason=reason)
     console.print(f"[green]pinned[/] indexes to {held.version} ({held.reason})")
     try:
-        _ship(artifact_root, version, fleet, canary)
+        _ship(artifact_root, version, settings)
     except RecallError:
         if earlier:
             store.pin(INDEXES, earlier.version, reason=earlier.reason, by=earlier.by)
@@ -205,6 +269,13 @@ def rollback(
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     fleet: Fleet = None,
     canary: Canary = None,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: AdminTokenFile = None,
+    service_token_file: ProbeTokenFile = None,
 ) -> None:
     """Pin the previous (or given) index version and ship it to the fleet. The pin holds
     across watcher polls and nightly runs until `recall release unpin`."""
@@ -218,7 +289,18 @@ def rollback(
             "name the version: `recall release rollback VERSION`"
         )
         raise typer.Exit(1)
-    _hold(artifact_root, target, reason, fleet, canary)
+    settings = _settings(
+        fleet,
+        canary,
+        tls,
+        tls_ca,
+        tls_cert,
+        tls_key,
+        tls_server_name,
+        token_file,
+        service_token_file,
+    )
+    _hold(artifact_root, target, reason, settings)
 
 
 @release_app.command("pin")
@@ -231,6 +313,13 @@ def pin(
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     fleet: Fleet = None,
     canary: Canary = None,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: AdminTokenFile = None,
+    service_token_file: ProbeTokenFile = None,
 ) -> None:
     """Hold the fleet on VERSION (default: LATEST) until `unpin`: watchers and nightly runs
     respect the pin; a publish under a pin publishes but does not ship."""
@@ -240,7 +329,18 @@ def pin(
         err.print('[bold red]error:[/] a pin needs --reason "why"')
         raise typer.Exit(1)
     target = version or ArtifactStore(artifact_root).latest(INDEXES)
-    _hold(artifact_root, target, reason, fleet, canary)
+    settings = _settings(
+        fleet,
+        canary,
+        tls,
+        tls_ca,
+        tls_cert,
+        tls_key,
+        tls_server_name,
+        token_file,
+        service_token_file,
+    )
+    _hold(artifact_root, target, reason, settings)
 
 
 @release_app.command("unpin")
@@ -249,12 +349,30 @@ def unpin(
     artifact_root: ArtifactRoot = paths.default_artifact_root(),
     fleet: Fleet = None,
     canary: Canary = None,
+    tls: UseTls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token_file: AdminTokenFile = None,
+    service_token_file: ProbeTokenFile = None,
 ) -> None:
     """Release the pin and ship indexes/LATEST to the fleet (canary first). Versions
     published under the pin stay unpromoted: `recall release promote VERSION`."""
     from artifacts.store import ArtifactStore
     from serving.errors import RecallError
 
+    settings = _settings(
+        fleet,
+        canary,
+        tls,
+        tls_ca,
+        tls_cert,
+        tls_key,
+        tls_server_name,
+        token_file,
+        service_token_file,
+    )
     store = ArtifactStore(artifact_root)
     latest = store.latest(INDEXES)
     removed = store.unpin(INDEXES)
@@ -263,7 +381,7 @@ def unpin(
     else:
         console.print(f"[green]unpinned[/] (was {removed.version}: {removed.reason})")
     try:
-        _ship(artifact_root, latest, fleet, canary)
+        _ship(artifact_root, latest, settings)
     except RecallError:
         if removed is not None:
             store.pin(INDEXES, removed.version, reason=removed.reason, by=removed.by)

@@ -182,6 +182,13 @@ def rebuild_reason(
         )
     if abs(manifest.quality.min_recall - min_recall) > 1e-9:
         return f"gate minimum changed: {manifest.quality.min_recall} → {min_recall}"
+    # The search tuner's targets pick the served nprobe/refine factor; older manifests
+    # (None) did not record them and are not rebuilt for it.
+    from serving.index.artifact import tuning_record
+
+    tuning = tuning_record(expected.tuning)
+    if manifest.search_tuning is not None and manifest.search_tuning != tuning:
+        return f"search tuning targets changed: {manifest.search_tuning} → {tuning}"
     if manifest.faiss_version != faiss.__version__:
         return f"Faiss changed: {manifest.faiss_version} → {faiss.__version__}"
     if redis_url:

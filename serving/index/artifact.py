@@ -17,7 +17,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -34,7 +34,14 @@ from serving.index.build import (
     set_default_refine_factor,
     tune_search,
 )
-from serving.index.params import DEFAULT_MIN_RECALL, GATE_KS, IvfPqParams, RefineKind, choose_params
+from serving.index.params import (
+    DEFAULT_MIN_RECALL,
+    GATE_KS,
+    IvfPqParams,
+    RefineKind,
+    SearchTuning,
+    choose_params,
+)
 from serving.model_artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -95,12 +102,24 @@ class IndexManifest(BaseModel):
     build_threads: int | None = None
     quality: QualityReport  # the gate at k=10 (readers of the first manifests use this one)
     quality_by_k: list[QualityReport] = Field(default_factory=list)  # every gate figure
+    # The search tuner's targets (params.SearchTuning as a dict: target_recall, target_k,
+    # margin, refine_factors, queries); None: built without tuning, or an older artifact.
+    # The nightly rebuild compares it with today's (serving.tasks.rebuild_reason).
+    search_tuning: dict[str, Any] | None = None
     files: list[FileEntry]
 
     def quality_at(self, k: int) -> QualityReport | None:
         """The gate's figure at ``k`` (older artifacts only have k=10, in ``quality``)."""
         reports = self.quality_by_k or [self.quality]
         return next((q for q in reports if q.k == k), None)
+
+
+def tuning_record(tuning: SearchTuning | None) -> dict[str, Any] | None:
+    """``tuning`` as the manifest records it (JSON types: tuples become lists)."""
+    if tuning is None:
+        return None
+    fields = dataclasses.asdict(tuning)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
 def _gate_queries(model: ModelArtifact, limit: int, seed: int) -> np.ndarray:
@@ -228,6 +247,7 @@ def write_index_dir(
         build_threads=built.threads,
         quality=reports[0],
         quality_by_k=reports,
+        search_tuning=tuning_record(params.tuning) if calibrate else None,
         files=list_files(out_dir),
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
