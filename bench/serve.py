@@ -1,5 +1,6 @@
 """`recall bench serve`: a real `recall serve` process under closed-loop load, next to the
-references measured in the same run, plus the index's accuracy/cost curves and an HNSW peer.
+references measured in the same run, plus the index's accuracy/cost curves and the peers
+(hnswlib, ScaNN, Annoy, Faiss IndexLSH, a KD-tree: bench/peers.py) on the same vectors.
 
 Datasets:
 - synthetic: seeded clustered unit vectors (default 1M items × 64-d, 100k users), built with
@@ -40,6 +41,7 @@ from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
 from artifacts.store import ArtifactStore
 from bench.echo_server import canned_response
+from bench.peer_report import PEER_NAMES
 from bench.recall_server import write_vector_model
 from recall_cli.local_redis import LocalRedis, free_port
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
@@ -376,55 +378,6 @@ def build_cost(sizes: Sequence[int], dim: int, home: Path) -> None:
             )
 
 
-def hnsw_peer(data: Dataset, home: Path, queries: int = 500, k: int = 100) -> None:
-    """hnswlib (M=16, ef_construction=100, inner product) on the same item vectors."""
-    try:
-        import hnswlib
-    except ImportError:
-        print("\n## hnswlib peer: skipped (hnswlib is not installed; `make venv`)")
-        return
-    vectors = data.model.item_vectors()
-    n, dim = vectors.shape
-    cache = home / f"hnsw-{data.name}-{n}x{dim}-M16-efc100.bin"
-    index = hnswlib.Index(space="ip", dim=dim)
-    built_s = None
-    if cache.exists():
-        index.load_index(str(cache), max_elements=n)
-    else:
-        index.init_index(max_elements=n, M=16, ef_construction=100, random_seed=0)
-        started = time.perf_counter()
-        index.add_items(vectors, np.arange(n), num_threads=os.cpu_count() or 1)
-        built_s = time.perf_counter() - started
-        index.save_index(str(cache))
-        (cache.with_suffix(".json")).write_text(json.dumps({"seconds": built_s}))
-    if built_s is None and cache.with_suffix(".json").exists():
-        built_s = json.loads(cache.with_suffix(".json").read_text())["seconds"]
-    users = data.model.user_vectors()
-    q = np.ascontiguousarray(users[np.random.default_rng(1).choice(len(users), queries)])
-    faiss.omp_set_num_threads(2)
-    truth = exact_top_k(vectors, q, k)
-    index.set_num_threads(1)
-    size = cache.stat().st_size
-    print(
-        f"\n## hnswlib peer: {data.name} {n} × {dim}, M=16 ef_construction=100, "
-        f"build {built_s or float('nan'):.1f} s on {os.cpu_count()} threads, "
-        f"{size / n:.0f} B/item (saved index)"
-    )
-    print(f"{'ef':>6} {'recall@10':>9} {'recall@100':>10} {'ms/query':>9}")
-    for ef in (100, 400, 1600):
-        index.set_ef(ef)
-        found10, _ = index.knn_query(q, k=10)
-        started = time.perf_counter()
-        for row in q[:200]:
-            index.knn_query(row[None, :], k=k)
-        per_query = (time.perf_counter() - started) / 200
-        found, _ = index.knn_query(q, k=k)
-        print(
-            f"{ef:>6} {recall_against(truth, found10.astype(np.int64), 10):>9.3f} "
-            f"{recall_against(truth, found.astype(np.int64), k):>10.3f} {per_query * 1e3:>9.3f}"
-        )
-
-
 # ------------------------------------------------------------------ entry point
 
 
@@ -441,7 +394,10 @@ def run(
     home: Path,
     cost_sizes: Sequence[int],
     hnsw: bool,
+    peers: Sequence[str] = PEER_NAMES,
 ) -> None:
+    """The whole benchmark; ``peers`` (bench/peer_report.PEER_NAMES) are compared on the
+    synthetic dataset's vectors at the end, hnswlib only when ``hnsw``."""
     from serving.config import ServerSettings
 
     home.mkdir(parents=True, exist_ok=True)
@@ -476,5 +432,8 @@ def run(
         build_cost(cost_sizes, dim, home)
     if synthetic.build_s is not None:
         print(f"(serving dataset build, gate and publish: {synthetic.build_s:.1f} s)")
-    if hnsw:
-        hnsw_peer(synthetic, home)
+    from bench.peers import compare
+
+    chosen = [p for p in peers if hnsw or p != "hnsw"]
+    if chosen:
+        compare(synthetic, home, chosen)
