@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -189,6 +190,62 @@ def test_bad_or_missing_features_are_invalid_argument_naming_the_field(
         running.client.remove_items([])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert running.client.status().fresh_segment_size == 0
+
+
+def test_cli_adds_and_removes_items_with_clear_errors(
+    pipeline: Pipeline, running: Running, tmp_path: Path
+) -> None:
+    ports = ["--port", str(running.server.port), "--admin-port", str(running.server.admin_port)]
+    store = redis.Redis.from_url(pipeline.redis.url)
+    try:
+        added = run_cli(
+            [
+                "items",
+                "add",
+                "--item-id",
+                "cli-1",
+                "--feature",
+                "genres=Drama|War",
+                "--feature",
+                "year=1990",
+                *ports,
+            ],
+            pipeline.home,
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert "added 1 item(s)" in added.stdout
+        assert store.hexists(NEW_ITEMS, "cli-1")
+
+        jsonl = tmp_path / "items.jsonl"
+        jsonl.write_text(
+            '{"item_id": "cli-2", "genres": ["Comedy"], "year": 2001}\n'
+            '{"item_id": "cli-3", "features": {"genres": "Horror", "year": "1977"}}\n'
+        )
+        from_file = run_cli(["items", "add", "--file", str(jsonl), *ports], pipeline.home)
+        assert from_file.returncode == 0, from_file.stdout + from_file.stderr
+        assert store.hexists(NEW_ITEMS, "cli-2") and store.hexists(NEW_ITEMS, "cli-3")
+
+        bad = run_cli(
+            ["items", "add", "--item-id", "cli-4", "--feature", "genres=Drama", *ports],
+            pipeline.home,
+        )
+        assert bad.returncode == 1
+        assert "INVALID_ARGUMENT" in bad.stderr and "'year'" in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
+        malformed = run_cli(
+            ["items", "add", "--item-id", "cli-4", "--feature", "genres", *ports], pipeline.home
+        )
+        assert malformed.returncode == 1 and "expected column=value" in malformed.stderr
+
+        removed = run_cli(["items", "remove", "cli-1", "i3", *ports], pipeline.home)
+        assert removed.returncode == 0, removed.stderr
+        assert "removed 2 item(s)" in removed.stdout
+        assert store.smembers(DENY_SET) == {b"cli-1", b"i3"}
+        lifted = run_cli(["items", "remove", "cli-1", "i3", "--lift", *ports], pipeline.home)
+        assert lifted.returncode == 0 and "deny set holds 0" in lifted.stdout
+    finally:
+        store.close()
+        clear_catalogue(pipeline)
 
 
 def test_added_item_reaches_its_user_and_a_removed_one_leaves_every_answer_under_load(
