@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 from keyspace.catalogue_items import (
+    DENY_SET,
+    ITEMS_REV,
+    NEW_ITEMS,
     NewItem,
     decode_fresh_vector,
     decode_new_item,
@@ -41,6 +44,11 @@ def test_fresh_vector_value_is_rev_then_float32_bytes() -> None:
 
 def test_catalogue_key_formats() -> None:
     assert fresh_vectors_key("m1") == b"recall:items:fresh:m1"
+    assert (NEW_ITEMS, DENY_SET, ITEMS_REV) == (
+        b"recall:items:new",
+        b"recall:items:deny",
+        b"recall:items:rev",
+    )
     item = NewItem("x", {"genres": "Drama|War", "year": "1995"}, 3, 10.0)
     raw = encode_new_item(item)
     assert raw == b'{"added_at":10.0,"features":{"genres":"Drama|War","year":"1995"},"rev":3}'
