@@ -220,6 +220,8 @@ def status(
                 "redis_breaker_state": s.redis_breaker_state,
                 "user_vectors_loaded": s.user_vectors_loaded,
                 "user_vector_count": s.user_vector_count,
+                "fresh_segment_size": s.fresh_segment_size,
+                "deny_set_size": s.deny_set_size,
             }
         )
     )

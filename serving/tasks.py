@@ -13,7 +13,7 @@ from artifacts.checksums import MANIFEST_NAME
 from artifacts.errors import ArtifactNotFound
 from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, open_uri, split_uri
-from keyspace.catalogue_items import DENY_SET, NEW_ITEMS, decode_ids
+from keyspace.catalogue_items import DENY_SET, NEW_ITEMS, decode_ids, fresh_vectors_key
 from keyspace.connection import SyncRedis, make_client
 from serving.catalogue_fold import (
     CatalogueChanges,
@@ -132,6 +132,8 @@ def prune_vectors(artifact_root: str, redis_url: str, keep_indexes: int = 3) -> 
         stale = [v for v in loaded_model_versions(client) if v not in keep]
         for version in stale:
             removed = delete_user_vectors(client, version)
+            # The model's fresh item vectors go with it (no server can pair them any more).
+            client.delete(fresh_vectors_key(version))
             log.info("deleted %d user vectors of model %s", removed, version)
     finally:
         client.close()

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from artifacts.store import ArtifactStore
+from keyspace.catalogue_items import fresh_vectors_key
 from recall_cli.local_redis import LocalRedis
 from serving import tasks
 from serving.index.artifact import publish_index
@@ -57,9 +58,13 @@ def test_prune_keeps_models_of_newest_indexes_and_latest_model(
     client = redis.Redis.from_url(url)
     assert loaded_model_versions(client) == MODELS
     assert all(count_vectors(client, v) == 50 for v in MODELS)
+    for version in MODELS:  # fresh item vectors of each model (keyspace.catalogue_items)
+        client.hset(fresh_vectors_key(version), "new-1", b"\x00" * 8)
 
     assert tasks.prune_vectors(str(store.root), url, keep_indexes=2) == [MODELS[0]]
     assert count_vectors(client, MODELS[0]) == 0
+    assert not client.exists(fresh_vectors_key(MODELS[0]))
+    assert all(client.exists(fresh_vectors_key(v)) for v in MODELS[1:])
     assert client.get(meta_key(MODELS[0])) is None
     assert [count_vectors(client, v) for v in MODELS[1:]] == [50, 50]
 
