@@ -280,7 +280,8 @@ def _run_chain(bag: Any, dag_id: str, conf: dict[str, Any], log_path: Path) -> P
     state = str(dag_run.state)
     failure = ""
     if state != "success":
-        sys.stdout.flush()
+        sys.stdout.flush()  # the log is this process's fds 1 and 2 (_output_to)
+        sys.stderr.flush()
         failure = last_exception_line(log_path.read_text(errors="replace"))
     followed = tuple(
         _run_chain(bag, target, {**conf, **extra}, log_path)
