@@ -49,6 +49,7 @@ def friendly_errors(fn: F) -> F:
             from keyspace.connection import RedisConnectionConfigError
             from pipelines.runner import PipelineError
             from recall_cli.local_redis import LocalRedisError
+            from recall_settings import SettingError
             from serving.errors import RecallError
             from training.data.ml100k import FetchError
             from training.data.schema import DataFormatError
@@ -63,6 +64,7 @@ def friendly_errors(fn: F) -> F:
                 ValidationError,
                 OSError,
                 RedisConnectionConfigError,
+                SettingError,
             )
             if isinstance(exc, expected):
                 err.print(f"[bold red]error:[/] {exc}")

@@ -6,9 +6,22 @@ server); these are the CLI's names for them.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
-from recall_settings import defaults
+from recall_settings import SettingError, defaults
+
+
+def _value(setting: defaults.Setting[Any]) -> Any:
+    """``setting``'s value from the environment; a bad ``RECALL_*`` variable ends the
+    command with a one-line message (these run when the CLI builds its option defaults,
+    before any command's own error handling)."""
+    try:
+        return setting.value()
+    except SettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def home() -> Path:
@@ -17,7 +30,7 @@ def home() -> Path:
 
 def data_dir(name: str = "ml-100k") -> Path:
     if name == "ml-100k":
-        return Path(defaults.default_data_dir())
+        return Path(_value(defaults.DATA_DIR))
     return home() / "data" / name
 
 
@@ -34,12 +47,12 @@ def redis_dir() -> Path:
 
 
 def redis_port() -> int:
-    return defaults.REDIS_PORT.value()
+    return int(_value(defaults.REDIS_PORT))
 
 
 def default_redis_url() -> str:
-    return defaults.default_redis_url()
+    return str(_value(defaults.REDIS_URL))
 
 
 def default_artifact_root() -> str:
-    return defaults.default_artifact_root()
+    return str(_value(defaults.ARTIFACT_ROOT))

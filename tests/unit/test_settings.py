@@ -5,6 +5,7 @@ DAG params and the server's settings all equal the module's)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -224,3 +225,28 @@ def test_server_training_and_gate_defaults_are_the_settings() -> None:
     assert defaults.GATE_SERVING_TOLERANCE.default == DEFAULT_SERVING_TOLERANCE
     assert ModelGateConfig().enforce == defaults.GATE_ENFORCE.default
     assert defaults.HISTORY_MAX_ITEMS.default == HISTORY_MAX_ITEMS
+
+
+def test_a_bad_environment_variable_is_one_line_not_a_traceback() -> None:
+    env = {**os.environ, "RECALL_REDIS_PORT": "abc"}
+    out = subprocess.run(
+        [sys.executable, "-m", "recall_cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: RECALL_REDIS_PORT='abc': not an integer"
+
+
+def test_the_dag_file_refuses_a_bad_environment_variable_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECALL_KEEP_INDEXES", "0")
+    spec = importlib.util.spec_from_file_location(
+        "recall_pipelines_bad_env", DAGS_FOLDER / "recall_pipelines.py"
+    )
+    assert spec and spec.loader
+    with pytest.raises(SettingError, match=r"RECALL_KEEP_INDEXES=0: must be at least 1"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
