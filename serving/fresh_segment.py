@@ -69,10 +69,11 @@ class FreshSegment:
         d = min(depth, self.size)
         if d < self.size:
             top = np.argpartition(-scores, d - 1, axis=1)[:, :d]
+            picked = np.take_along_axis(scores, top, axis=1)
         else:
-            top = np.broadcast_to(np.arange(self.size), (len(queries), self.size))
-        picked = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-picked, axis=1, kind="stable")
+            top = np.broadcast_to(np.arange(self.size), scores.shape)
+            picked = scores
+        order = np.argsort(-picked, axis=1)
         return np.take_along_axis(picked, order, axis=1), np.take_along_axis(top, order, axis=1)
 
     def merge_rows(
@@ -92,7 +93,18 @@ class FreshSegment:
         scores, found = self.search(queries, depth)
         merged = []
         for i, row in enumerate(rows):
-            fresh = [(self.ids[r], float(s)) for r, s in zip(found[i], scores[i], strict=True)]
+            # A full row only lets in fresh items that beat its last score: usually none,
+            # so the common case builds no tuples and keeps the row as it is.
+            n = len(scores[i])
+            if len(row) >= ks[i]:
+                n = int(np.searchsorted(-scores[i], -row[-1][1], side="left"))
+            if n == 0:
+                merged.append(list(row))
+                continue
+            fresh = [
+                (self.ids[r], float(s))
+                for r, s in zip(found[i][:n].tolist(), scores[i][:n].tolist(), strict=True)
+            ]
             merged.append(merge_candidates(row, fresh, excludes[i], ks[i]))
         return merged
 
@@ -104,23 +116,22 @@ def merge_candidates(
     k: int,
 ) -> list[tuple[str, float]]:
     """The best ``k`` of both lists by score (ties: the index's first), each id once, none
-    in ``exclude``. Both inputs are best first."""
-    combined = sorted(
-        [
-            *((s, 0, n, item) for n, (item, s) in enumerate(index_row)),
-            *((s, 1, n, item) for n, (item, s) in enumerate(fresh_row)),
-        ],
-        key=lambda t: (-t[0], t[1], t[2]),
-    )
+    in ``exclude``. Both inputs are best first (a two-way merge: O(k), no sort)."""
     chosen: list[tuple[str, float]] = []
     seen: set[str] = set()
-    for score, _, _, item in combined:
+    i = j = 0
+    n_index, n_fresh = len(index_row), len(fresh_row)
+    while len(chosen) < k and (i < n_index or j < n_fresh):
+        if j >= n_fresh or (i < n_index and index_row[i][1] >= fresh_row[j][1]):
+            item, score = index_row[i]
+            i += 1
+        else:
+            item, score = fresh_row[j]
+            j += 1
         if item in exclude or item in seen:
             continue
         seen.add(item)
         chosen.append((item, score))
-        if len(chosen) == k:
-            break
     return chosen
 
 
