@@ -44,6 +44,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "set-history": {"history_context": "all_other", "history_length": 200},
     "mixed-history": {"history_context": "mixed", "history_length": 200},
+    # The set-history towers plus the closed-form linear branch (training/linear_branch.py).
+    "hybrid": {
+        "history_context": "all_other",
+        "history_length": 200,
+        "temperature": 0.2,
+        "hidden_units": [256],
+        "linear_rank": 128,
+    },
+    "hybrid-learnt-only": {
+        "history_context": "all_other",
+        "history_length": 200,
+        "temperature": 0.2,
+        "hidden_units": [256],
+    },
     "holdout-fit": {"final_fit": "holdout"},
     "all-data-fit": {"final_fit": "all"},
     # P3 ablation (cold items): the item tower's inputs; the user tower stays the default.

@@ -102,9 +102,45 @@ class TrainConfig(BaseModel):
         True,
         description="Subtract log item frequency from sampled logits (popularity de-biasing).",
     )
+    linear_rank: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Rank of the closed-form linear branch (low-rank EASE, "
+        "training/linear_branch.py) added to both towers after training; 0 turns it off. "
+        "Served vectors gain this many dimensions.",
+    )
+    linear_l2: float = Field(500.0, gt=0, description="The linear branch's EASE λ.")
+    linear_weight: float = Field(
+        2.0,
+        gt=0,
+        description="Weight of the learnt towers' per-user z-scored scores against the "
+        "linear branch's (weight 1).",
+    )
+    linear_history_length: int = Field(
+        1000,
+        ge=1,
+        le=1000,
+        description="Most recent items the linear branch sums (the learnt towers read "
+        "history_length); at most the Redis history cap.",
+    )
+    linear_max_items: int = Field(
+        20_000,
+        ge=1,
+        description="Largest catalogue the linear branch is fitted for (O(n³) time, O(n²) "
+        "memory); a larger one trains without it and says so in the log.",
+    )
     eval_k: list[int] = Field([10, 50, 100], description="Cut-offs for held-out metrics.")
     seed: int = Field(0, description="Seed for initialisation, dropout and shuffling.")
     verbose: int = Field(0, ge=0, le=2, description="Keras progress output (1 = bar).")
+
+    @property
+    def input_history_length(self) -> int:
+        """History items the exported user tower reads: the learnt part's
+        ``history_length``, or the linear branch's when that is on and longer."""
+        if self.linear_rank > 0:
+            return max(self.history_length, self.linear_history_length)
+        return self.history_length
 
 
 def read_train_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

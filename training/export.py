@@ -130,10 +130,14 @@ def export_item_tower(tower: ItemTower, features: Sequence[FittedFeature], path:
                 start += width
         inputs = tf.concat(parts, axis=-1)
         vectors = tower.head(inputs)
-        if tower.bias is None:
-            return vectors
-        # As ItemTower.call: the bias rides in one extra dimension.
-        return tf.concat([vectors, tower.config.temperature * tower.bias(inputs)], axis=-1)
+        if tower.bias is not None:
+            # As ItemTower.call: the bias rides in one extra dimension.
+            vectors = tf.concat([vectors, tower.config.temperature * tower.bias(inputs)], -1)
+        if tower.linear_on and tower.linear_rows is not None:
+            # As ItemTower.call: an item without interactions has no linear-branch row.
+            zeros = tf.zeros([tf.shape(vectors)[0], tower.linear_rank], dtype=vectors.dtype)
+            vectors = tf.concat([zeros, vectors], axis=-1)
+        return vectors
 
     module = tf.Module()
     module.tower_variables = list(tower.variables)
@@ -191,7 +195,7 @@ def write_model_dir(
         data_source=data_source,
         data_window=model.data_window,
         counts=model.counts,
-        history_length=config.history_length,
+        history_length=config.input_history_length,
         trained_on=(
             "all interactions"
             if config.final_fit == "all"

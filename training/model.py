@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from training.config import TrainConfig
 from training.features import FittedFeature
+from training.linear_branch import LinearBranch, item_covariance
 from training.retrieval_task import retrieval_loss
 
 HISTORY_PAD = ""
@@ -131,6 +132,20 @@ class ItemTower(keras.Model):
             if config.item_bias
             else None
         )
+        # The closed-form linear branch's item table (training/linear_branch.py): zeros
+        # until attach_linear_branch fills it after training; only then does call use it.
+        self.linear_rank = min(config.linear_rank, len(item_ids))
+        self.linear_rows = (
+            self.add_weight(
+                name="linear_item_rows",
+                shape=(len(item_ids) + 1, self.linear_rank),
+                initializer="zeros",
+                trainable=False,
+            )
+            if self.linear_rank
+            else None
+        )
+        self.linear_on = False
 
     def build(self, input_shape: Any = None) -> None:
         """Sub-layers build on their first call (shapes are known only then)."""
@@ -146,11 +161,14 @@ class ItemTower(keras.Model):
             parts.extend(self.features(items))
         inputs = tf.concat(parts, axis=-1)
         vectors = self.head(inputs)
-        if self.bias is None:
+        if self.bias is not None:
+            # The bias rides in one extra dimension that meets the user vector's constant
+            # 1: u·v / T + b = [u, 1]·[v, T·b] / T, so an inner-product index serves it.
+            vectors = tf.concat([vectors, self.config.temperature * self.bias(inputs)], -1)
+        if not self.linear_on or self.linear_rows is None:
             return vectors
-        # The bias rides in one extra dimension that meets the user vector's constant 1:
-        # u·v / T + b = [u, 1]·[v, T·b] / T, so an inner-product index serves it unchanged.
-        return tf.concat([vectors, self.config.temperature * self.bias(inputs)], axis=-1)
+        linear = tf.gather(self.linear_rows, tf.cast(items, tf.int64))
+        return tf.concat([linear, vectors], axis=-1)
 
     def embed_ids(self, ids: tf.Tensor) -> tf.Tensor:
         return self(self.lookup(ids))
@@ -199,16 +217,59 @@ class UserTower(keras.Model):
             else None
         )
         self.head = _head(config.hidden_units, config.embedding_dim, "user_head")
+        # The linear branch's user table and the two parts' item covariances (z-scoring):
+        # zeros until attach_linear_branch fills them after training.
+        rank, tt_dim = item_tower.linear_rank, config.embedding_dim + int(config.item_bias)
+        self.linear_rows: keras.Variable | None = None
+        self.linear_cov: keras.Variable | None = None
+        self.learnt_cov: keras.Variable | None = None
+        if rank and item_tower.linear_rows is not None:
+            n_rows = int(item_tower.linear_rows.shape[0])
+            self.linear_rows = self._constant("linear_user_rows", (n_rows, rank))
+            self.linear_cov = self._constant("linear_cov", (rank, rank))
+            self.learnt_cov = self._constant("learnt_cov", (tt_dim, tt_dim))
+        self.linear_on = False
+
+    def _constant(self, name: str, shape: tuple[int, int]) -> keras.Variable:
+        return self.add_weight(name=name, shape=shape, initializer="zeros", trainable=False)
 
     def build(self, input_shape: Any = None) -> None:
         """Sub-layers build on their first call (shapes are known only then)."""
         self.built = True
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        vectors = self._learnt(inputs, training)
+        if not self.linear_on or self.linear_rows is None:
+            return vectors
+        return self._with_linear(vectors, inputs["history"])
+
+    def _with_linear(self, learnt: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """[lin/σ_lin, w·learnt/σ_learnt], unit norm (training/linear_branch.py): both
+        parts z-scored per user over the catalogue, as one inner product."""
+        assert self.linear_rows is not None
+        assert self.linear_cov is not None and self.learnt_cov is not None
+        rows = tf.gather(self.linear_rows, tf.cast(history, tf.int64))  # [B, H, r]
+        linear = tf.reduce_sum(rows, axis=1)
+
+        def scaled(v: tf.Tensor, cov: tf.Tensor) -> tf.Tensor:
+            sigma = tf.sqrt(tf.reduce_sum(tf.matmul(v, cov) * v, axis=-1, keepdims=True))
+            return tf.math.divide_no_nan(v, sigma)
+
+        combined = tf.concat(
+            [
+                scaled(linear, self.linear_cov),
+                self.config.linear_weight * scaled(learnt, self.learnt_cov),
+            ],
+            axis=-1,
+        )
+        return tf.math.l2_normalize(combined, axis=-1)
+
+    def _learnt(self, inputs: Mapping[str, tf.Tensor], training: bool) -> tf.Tensor:
         users = inputs["user"]
         parts = []
         if self.position_logits is not None:
-            history = inputs["history"]
+            # The linear branch may read a longer history than the learnt pooling.
+            history = inputs["history"][:, : self.config.history_length]
             mask = tf.cast(tf.not_equal(history, 0), tf.float32)
             if training and self.config.history_dropout > 0:
                 kept = tf.random.uniform(tf.shape(history)) >= self.config.history_dropout
@@ -233,7 +294,7 @@ class UserTower(keras.Model):
     def embed_ids(self, user_ids: tf.Tensor, history_ids: tf.Tensor) -> tf.Tensor:
         """[B] string user ids, [B, H] string item ids (most recent first, "" padded;
         columns past ``history_length`` are ignored)."""
-        history = self.item_lookup(history_ids[:, : self.config.history_length])
+        history = self.item_lookup(history_ids[:, : self.config.input_history_length])
         return self(
             {"user": self.lookup(user_ids), "history": history},
             training=False,
@@ -293,3 +354,23 @@ class TwoTowerModel(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker]
+
+
+def attach_linear_branch(user: UserTower, item: ItemTower, branch: LinearBranch) -> None:
+    """Fill both towers' linear-branch tables from ``branch`` and switch it on: from now on
+    the towers return [linear, learnt] vectors (training/linear_branch.py). Call after
+    training; the learnt item covariance is taken from the item tower as it is now."""
+    if user.linear_rows is None or item.linear_rows is None:
+        raise ValueError("the towers were built without a linear branch (linear_rank 0)")
+    assert user.linear_cov is not None and user.learnt_cov is not None
+    item.linear_on = user.linear_on = False
+    n_items = int(item.linear_rows.shape[0]) - 1
+    learnt = np.asarray(item(tf.range(1, n_items + 1, dtype=tf.int64)), dtype=np.float64)
+    trained = np.asarray(item.id_rows)[1:] > 0
+    item.linear_rows.assign(branch.item_rows)
+    user.linear_rows.assign(branch.user_rows)
+    user.linear_cov.assign(branch.item_cov.astype(np.float32))
+    user.learnt_cov.assign(
+        item_covariance(learnt[trained] if trained.any() else learnt).astype(np.float32)
+    )
+    item.linear_on = user.linear_on = True

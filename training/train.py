@@ -30,7 +30,8 @@ from training.data.schema import Dataset
 from training.evaluation import leave_last_out, popularity_recall_at_k, ranking_metrics
 from training.features import FittedFeature, encode_table, fit_features
 from training.histories import latest_histories
-from training.model import ItemTower, TwoTowerModel, UserTower
+from training.linear_branch import fit_linear_branch
+from training.model import ItemTower, TwoTowerModel, UserTower, attach_linear_branch
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ class TrainedModel:
     def user_vectors(self) -> np.ndarray:
         """[n_users, dim] float32, row i for ``user_ids[i]`` from its latest history."""
         item_index = {u: i + 1 for i, u in enumerate(self.vocab.item_ids)}
-        history = history_indices(self.histories, item_index, self.config.history_length)
+        history = history_indices(self.histories, item_index, self.config.input_history_length)
         users = np.arange(1, len(self.user_ids) + 1, dtype=np.int64)
         return _embed_users(self.user_tower, users, history)
 
@@ -375,6 +376,34 @@ def _fit(
     return towers, metrics
 
 
+def _linear_branch_wanted(config: TrainConfig, n_items: int) -> bool:
+    """Whether this run fits the linear branch (on, and the catalogue small enough)."""
+    if config.linear_rank == 0:
+        return False
+    if n_items > config.linear_max_items:
+        log.warning(
+            "linear branch off: %d items > linear_max_items %d (EASE is O(n³))",
+            n_items,
+            config.linear_max_items,
+        )
+        return False
+    return True
+
+
+def _attach_linear(
+    towers: Towers, interactions: pd.DataFrame, vocab: Vocabulary, config: TrainConfig
+) -> None:
+    started = time.perf_counter()
+    branch = fit_linear_branch(interactions, vocab.item_ids, config.linear_rank, config.linear_l2)
+    attach_linear_branch(towers.user, towers.item, branch)
+    log.info(
+        "linear branch: rank %d, λ %g, %.1f s",
+        branch.rank,
+        config.linear_l2,
+        time.perf_counter() - started,
+    )
+
+
 def train_two_tower(
     dataset: Dataset, config: TrainConfig, on_epoch: EpochCallback | None = None
 ) -> TrainedModel:
@@ -384,8 +413,10 @@ def train_two_tower(
     vocab = Vocabulary.build(dataset, config)
     test_split = leave_last_out(interactions)
     val_split = leave_last_out(test_split.train)
-    validation = HeldOut.build(val_split.train, val_split.test, vocab, config.history_length)
-    test = HeldOut.build(test_split.train, test_split.test, vocab, config.history_length)
+    length = config.input_history_length
+    validation = HeldOut.build(val_split.train, val_split.test, vocab, length)
+    test = HeldOut.build(test_split.train, test_split.test, vocab, length)
+    linear = _linear_branch_wanted(config, len(vocab.item_ids))
 
     towers, progress = _fit(
         val_split.train, vocab, config, config.epochs, validation, on_epoch, "validate"
@@ -401,11 +432,21 @@ def train_two_tower(
         **score_held_out(towers, test, n_items, config.eval_k, ""),
         **popularity_recall_at_k(test_split.train, test_split.test, config.eval_k),
     }
+    if linear:
+        # The test metrics are the served model's: learnt towers plus a linear branch
+        # fitted on the same interactions; the learnt towers alone keep a "learnt_" prefix.
+        metrics.update({f"learnt_{k}": metrics[k] for k in list(metrics) if "@" in k})
+        _attach_linear(towers, test_split.train, vocab, config)
+        metrics.update(score_held_out(towers, test, n_items, config.eval_k, ""))
     train_interactions = len(val_split.train)
+    fitted_on = val_split.train
     if config.final_fit == "all":
         towers, progress = _fit(interactions, vocab, config, best_epoch, None, on_epoch, "final")
         curve.extend(progress.curve)
         train_interactions = len(interactions)
+        fitted_on = interactions
+    if linear:
+        _attach_linear(towers, fitted_on, vocab, config)
     seconds = time.perf_counter() - started
     examples = sum(
         (len(val_split.train) if p["stage"] == "validate" else len(interactions)) for p in curve
@@ -419,7 +460,7 @@ def train_two_tower(
         vocab=vocab,
         config=config,
         # Vectors always come from each user's latest history: it is an input, not training.
-        histories=user_histories(interactions, vocab.user_ids, config.history_length),
+        histories=user_histories(interactions, vocab.user_ids, length),
         item_counts=interactions["item_id"].value_counts(),
         metrics=metrics,
         data_window={

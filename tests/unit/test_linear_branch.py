@@ -1,0 +1,143 @@
+"""The closed-form linear branch (low-rank EASE) and the towers that carry it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.baselines import ease_weights as reference_ease
+from training.config import TrainConfig
+from training.data.schema import Dataset
+from training.data.synthetic import generate
+from training.export import write_model_dir
+from training.linear_branch import fit_linear_branch, item_covariance
+from training.train import TrainedModel, train_two_tower
+from training.user_encoder import UserEncoder
+
+
+def _pairs(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id"])
+
+
+HAND = _pairs(
+    [("u1", "a"), ("u1", "b"), ("u2", "b"), ("u2", "c"), ("u3", "a"), ("u3", "c"), ("u4", "c")]
+)
+ITEMS = ["a", "b", "c", "d"]  # d has no interactions
+
+
+def _x(frame: pd.DataFrame, users: list[str], items: list[str]) -> np.ndarray:
+    x = np.zeros((len(users), len(items)))
+    for u, i in frame[["user_id", "item_id"]].itertuples(index=False):
+        x[users.index(u), items.index(i)] = 1.0
+    return x
+
+
+def test_full_rank_branch_scores_exactly_as_ease() -> None:
+    branch = fit_linear_branch(HAND, ITEMS, rank=4, l2=2.0)
+    x = _x(HAND, ["u1", "u2", "u3", "u4"], ITEMS)
+    ease = x @ reference_ease(x, 2.0)
+    got = x @ branch.user_rows[1:].astype(np.float64) @ branch.item_rows[1:].T
+    np.testing.assert_allclose(got[:, :3], ease[:, :3], atol=1e-5)
+    # Row 0 (unknown/padding) and the item without interactions carry nothing.
+    assert not branch.user_rows[0].any() and not branch.item_rows[0].any()
+    assert not branch.item_rows[4].any()
+
+
+def test_low_rank_branch_is_the_best_rank_r_fit_of_the_training_scores() -> None:
+    data = generate(n_users=80, n_items=40, interactions_per_user=8, seed=5).interactions
+    items = sorted(data["item_id"].unique())
+    users = sorted(data["user_id"].unique())
+    x = _x(data, users, items)
+    full = x @ reference_ease(x, 10.0)
+    branch = fit_linear_branch(data, items, rank=6, l2=10.0)
+    got = x @ branch.user_rows[1:].astype(np.float64) @ branch.item_rows[1:].T
+    # Eckart–Young: no rank-6 matrix is closer to X·B than its truncated SVD.
+    u, s, vt = np.linalg.svd(full)
+    best = (u[:, :6] * s[:6]) @ vt[:6]
+    assert np.linalg.norm(got - full) == pytest.approx(np.linalg.norm(best - full), rel=1e-3)
+    assert branch.rank == 6 and branch.item_cov.shape == (6, 6)
+
+
+def test_item_covariance_gives_the_per_user_score_spread() -> None:
+    rng = np.random.default_rng(0)
+    items, user = rng.normal(size=(30, 5)), rng.normal(size=5)
+    cov = item_covariance(items)
+    assert np.sqrt(user @ cov @ user) == pytest.approx(np.std(items @ user), rel=1e-9)
+
+
+# --- towers with the branch: training, serving vectors, export -----------------------
+
+CONFIG = TrainConfig(
+    epochs=2,
+    batch_size=64,
+    embedding_dim=8,
+    id_embedding_dim=8,
+    feature_embedding_dim=4,
+    history_length=3,
+    linear_rank=5,
+    linear_history_length=8,
+    linear_weight=1.5,
+    patience=1,
+)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TrainedModel, Dataset]:
+    data = generate(n_users=50, n_items=40, interactions_per_user=10, seed=2)
+    dataset = Dataset(data.interactions, data.items, data.users, source="synthetic")
+    return train_two_tower(dataset, CONFIG), dataset
+
+
+def test_served_scores_are_the_z_scored_sum_of_both_parts(
+    trained: tuple[TrainedModel, Dataset],
+) -> None:
+    model, _ = trained
+    users, items = model.user_vectors(), model.item_vectors()
+    assert users.shape == (50, 5 + 8) and items.shape == (40, 5 + 8)
+    np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
+    assert {"recall@10", "learnt_recall@10"} <= set(model.metrics)
+
+    # The same users scored by each part on its own, z-scored over the catalogue.
+    model.user_tower.linear_on = model.item_tower.linear_on = False
+    try:
+        learnt_users, learnt_items = model.user_vectors(), model.item_vectors()
+    finally:
+        model.user_tower.linear_on = model.item_tower.linear_on = True
+    index = {item: i + 1 for i, item in enumerate(model.item_ids)}
+    rows = np.asarray(model.user_tower.linear_rows)
+    linear_users = np.stack([rows[[index[i] for i in h]].sum(axis=0) for h in model.histories])
+    linear_items = np.asarray(model.item_tower.linear_rows)[1:]
+
+    trained_items = np.asarray(model.item_tower.id_rows)[1:] > 0  # the spread is theirs
+
+    def z(scores: np.ndarray) -> np.ndarray:
+        scores = scores[:, trained_items]
+        return (scores - scores.mean(1, keepdims=True)) / scores.std(1, keepdims=True)
+
+    expected = z(linear_users @ linear_items.T) + 1.5 * z(learnt_users @ learnt_items.T)
+    served = (users @ items.T)[:, trained_items]
+    for u in range(len(served)):  # equal up to a positive per-user scale and shift
+        assert np.corrcoef(served[u], expected[u])[0, 1] == pytest.approx(1.0, abs=1e-4)
+    # The branch reads more history than the learnt pooling does.
+    assert max(len(h) for h in model.histories) == 8
+
+
+def test_export_with_the_branch_reloads_identically(
+    trained: tuple[TrainedModel, Dataset], tmp_path: Path
+) -> None:
+    model, _ = trained
+    write_model_dir(model, CONFIG, tmp_path, "20261130T120000Z-1inear", "synthetic")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["history_length"] == 8 and manifest["embedding_dim"] == 13
+    encoder = UserEncoder.load(tmp_path)
+    stored = np.load(tmp_path / "user_vectors.npy")
+    rows = [0, 7, 49]
+    served = encoder.encode([model.user_ids[r] for r in rows], [model.histories[r] for r in rows])
+    np.testing.assert_allclose(served, stored[rows], atol=1e-5)
+    # A new event moves the linear part too (it is not in the learnt pooling's window).
+    fresh = encoder.encode([model.user_ids[0]], [[model.item_ids[-1], *model.histories[0]]])
+    assert not np.allclose(fresh, stored[[0]], atol=1e-4)
