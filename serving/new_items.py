@@ -28,6 +28,8 @@ from keyspace.catalogue_items import (
 from keyspace.connection import REDIS_ERRORS, AsyncRedis
 from serving.errors import BackendUnavailable, IndexLoadError, InvalidRequest
 
+ITEM_TOWER_FILE = "item_tower/saved_model.pb"
+"""The manifest entry that says a model exported its item tower (training/export.py)."""
 MAX_ITEM_ID_BYTES = 512
 MAX_FEATURE_BYTES = 65_536
 """Longer feature values are refused (a text column is a title or a description)."""
@@ -59,19 +61,36 @@ def feature_rules(manifest: Mapping[str, object]) -> dict[str, FeatureRule]:
     return rules
 
 
+def exports_item_tower(manifest: Mapping[str, object]) -> bool:
+    """Whether the model artifact lists an exported item tower (models before it do not,
+    and nothing could embed an added item with them)."""
+    files = manifest.get("files")
+    return isinstance(files, list) and any(
+        isinstance(f, dict) and f.get("path") == ITEM_TOWER_FILE for f in files
+    )
+
+
 def read_feature_rules(store: ArtifactStore, model_version: str) -> dict[str, FeatureRule]:
     """The item feature rules of ``models/<model_version>`` (reads its manifest only).
 
     Raises:
-        IndexLoadError: the model's manifest cannot be read.
+        IndexLoadError: the model's manifest cannot be read, or the model has no exported
+            item tower (→ FAILED_PRECONDITION: retrain, then add the items).
     """
     try:
         raw = store.fs.cat_file(f"{store.uri('models', model_version)}/{MANIFEST_NAME}")
-        return feature_rules(json.loads(raw))
+        manifest = json.loads(raw)
+        rules = feature_rules(manifest)
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise IndexLoadError(
             f"models/{model_version}: cannot read its item feature spec ({exc})"
         ) from exc
+    if not exports_item_tower(manifest):
+        raise IndexLoadError(
+            f"model {model_version} has no exported item tower (trained before it existed): "
+            "added items could not be embedded; serve a newer model, then add them"
+        )
+    return rules
 
 
 def _check_id(item_id: str, field: str) -> None:

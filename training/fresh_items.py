@@ -31,7 +31,7 @@ from keyspace.catalogue_items import (
     fresh_vector_rev,
     fresh_vectors_key,
 )
-from keyspace.connection import SyncRedis, make_client
+from keyspace.connection import REDIS_ERRORS, SyncRedis, make_client
 from keyspace.user_vectors import MalformedValue
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,16 @@ class FreshItemWatcher:
         if (rev, version) == self._seen:
             return 0
         encoder = self.encoder(version)
-        written = embed_pending(self.client, encoder) if encoder is not None else 0
+        written = 0
+        if encoder is not None:
+            try:
+                written = embed_pending(self.client, encoder)
+            except REDIS_ERRORS:
+                raise
+            except Exception:
+                # A record the tower cannot take must not stop the user-vector refresh;
+                # it is tried again when the catalogue next changes.
+                log.exception("embedding fresh items with model %s failed", version)
         # Our own write bumped the rev: the next check reads once more and finds nothing.
         self._seen = (rev, version)
         return written

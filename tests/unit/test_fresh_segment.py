@@ -25,7 +25,7 @@ from keyspace.user_vectors import MalformedValue
 from serving.errors import InvalidRequest
 from serving.fresh_segment import FreshSegment, build_segment, merge_candidates
 from serving.index.loaded import LoadedIndex
-from serving.new_items import FeatureRule, feature_rules, validate_items
+from serving.new_items import FeatureRule, exports_item_tower, feature_rules, validate_items
 from serving.recall_engine import RecallQuery
 from tests.unit.helpers import unit_rows
 from tests.unit.test_recall_engine import Setup
@@ -177,6 +177,8 @@ def test_feature_rules_from_the_manifest() -> None:
         "title": FeatureRule("title", "content"),
     }
     assert feature_rules({}) == {}
+    assert exports_item_tower({"files": [{"path": "item_tower/saved_model.pb"}]})
+    assert not exports_item_tower({"files": [{"path": "user_tower/saved_model.pb"}]})
 
 
 @pytest.mark.parametrize(
