@@ -377,9 +377,10 @@ def pipeline_run(
         console.print(table)
     if not run.succeeded:
         failed = next(part for part in run.chain() if part.state != "success")
-        err.print(
+        err.print(  # one line, however long (paths): scripts and tests grep it
             f"[bold red]error:[/] pipeline {failed.dag_id} {failed.state}: "
-            f"{failed.failure or 'see the log'}"
+            f"{failed.failure or 'see the log'}",
+            soft_wrap=True,
         )
         err.print(f"Airflow log: {run.log_path}")
         raise typer.Exit(1)
