@@ -250,3 +250,13 @@ def test_the_dag_file_refuses_a_bad_environment_variable_by_name(
     assert spec and spec.loader
     with pytest.raises(SettingError, match=r"RECALL_KEEP_INDEXES=0: must be at least 1"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_choices_become_a_json_schema_enum_and_are_checked() -> None:
+    mode = defaults.Setting(
+        "failure_mode", str, "fallback", "What to do.", choices=("fallback", "unavailable")
+    )
+    assert mode.json_schema() == {"type": "string", "enum": ["fallback", "unavailable"]}
+    assert mode.value({"RECALL_FAILURE_MODE": "unavailable"}) == "unavailable"
+    with pytest.raises(SettingError, match="must be one of fallback, unavailable"):
+        mode.value({"RECALL_FAILURE_MODE": "crash"})
