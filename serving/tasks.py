@@ -202,13 +202,17 @@ def _catalogue_reason(redis_url: str, index_dir: Path) -> str | None:
     """Why the catalogue changes in Redis call for a rebuild of the index at ``index_dir``."""
     client = _connect(redis_url)
     try:
-        added = int(client.hlen(NEW_ITEMS))
+        added = decode_ids(client.hkeys(NEW_ITEMS))
         denied = decode_ids(client.smembers(DENY_SET))
     finally:
         client.close()
-    if added:
-        return f"{added} added item(s) to fold in"
-    still = denied & index_item_ids(index_dir)
+    indexed = index_item_ids(index_dir)
+    # Records a fleet build already folded in (the fleet's ship moves LATEST, so the build
+    # did not clear them) are not a reason to build again.
+    waiting = added - indexed
+    if waiting:
+        return f"{len(waiting)} added item(s) to fold in"
+    still = denied & indexed
     if still:
         return f"{len(still)} removed item(s) still in the index"
     return None

@@ -21,6 +21,7 @@ import redis
 from keyspace.catalogue_items import DENY_SET, NEW_ITEMS, fresh_vectors_key
 from keyspace.user_vectors import decode_vector, user_vector_key
 from recall_cli.local_redis import LocalRedis, free_port
+from serving import tasks
 from serving.api.recall.v1 import recall_pb2
 from serving.client import RecallClient
 from serving.server import RecallServer
@@ -329,6 +330,10 @@ def test_fresh_item_survives_a_restart_and_the_next_pipeline_run_folds_it_in(
         finally:
             fresh_client.close()
 
+    # The nightly rebuild sees work to do: an added item waits.
+    reason = tasks.rebuild_reason(str(pipeline.artifact_root), 0.5, pipeline.redis.url)
+    assert reason == "1 added item(s) to fold in"
+
     # The next pipeline run (train → embed_fresh_items → build_index) folds new-1 into the
     # index of the new model, leaves the denied item out, and clears the fresh record.
     ran = run_cli(
@@ -363,6 +368,8 @@ def test_fresh_item_survives_a_restart_and_the_next_pipeline_run_folds_it_in(
         assert store.sismember(DENY_SET, popular)  # a removal holds until it is lifted
     finally:
         store.close()
+    # Nothing left to fold in, and the denied item is out of the index.
+    assert tasks.rebuild_reason(str(pipeline.artifact_root), 0.5, pipeline.redis.url) is None
     loaded = client.load_index(index_dir.name)
     assert loaded.index_version == index_dir.name
     wait_for(lambda: client.status().fresh_segment_size == 0, 10)
