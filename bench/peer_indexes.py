@@ -49,9 +49,14 @@ class PeerIndex(ABC):
     name: str = ""
     batches: bool = True  # False: the library answers one query per call (Annoy)
 
+    def require(self) -> None:
+        """Import the library (ImportError when it is missing), before the build is timed:
+        a cold import of scikit-learn alone takes seconds."""
+        return None
+
     @abstractmethod
     def build(self, items: np.ndarray, threads: int) -> None:
-        """Build over ``items`` on up to ``threads`` threads (ImportError if unavailable)."""
+        """Build over ``items`` on up to ``threads`` threads (after ``require``)."""
 
     @abstractmethod
     def settings(self, k: int) -> list[Setting]:
@@ -143,11 +148,14 @@ class HnswPeer(PeerIndex):
         self.cache, self.m, self.efc = cache, m, ef_construction
         self.cached = False
 
-    def build(self, items: np.ndarray, threads: int) -> None:
+    def require(self) -> None:
         import hnswlib
 
+        self.lib = hnswlib
+
+    def build(self, items: np.ndarray, threads: int) -> None:
         n, dim = items.shape
-        self.index = hnswlib.Index(space="ip", dim=dim)
+        self.index = self.lib.Index(space="ip", dim=dim)
         if self.cache.exists():
             self.index.load_index(str(self.cache), max_elements=n)
             self.cached = True
@@ -213,12 +221,14 @@ class ScannPeer(PeerIndex):
 
     name = "ScaNN"
 
+    def require(self) -> None:
+        self.pybind = import_scann_pybind()
+
     def build(self, items: np.ndarray, threads: int) -> None:
-        pybind = import_scann_pybind()
         n = len(items)
         self.leaves = scann_leaves(n)
         builder = (
-            pybind.builder(items, 100, "dot_product")
+            self.pybind.builder(items, 100, "dot_product")
             .tree(
                 num_leaves=self.leaves,
                 num_leaves_to_search=max(1, self.leaves // 20),
@@ -269,11 +279,14 @@ class AnnoyPeer(PeerIndex):
         self.name = f"Annoy {n_trees} trees"
         self.path = workdir / f"annoy-{n_trees}.ann"
 
-    def build(self, items: np.ndarray, threads: int) -> None:
+    def require(self) -> None:
         from annoy import AnnoyIndex
 
+        self.annoy_index = AnnoyIndex
+
+    def build(self, items: np.ndarray, threads: int) -> None:
         self.n = len(items)
-        self.index = AnnoyIndex(items.shape[1], "dot")
+        self.index = self.annoy_index(items.shape[1], "dot")
         self.path.unlink(missing_ok=True)
         self.index.on_disk_build(str(self.path))
         for i, row in enumerate(items):
@@ -341,11 +354,14 @@ class KdTreePeer(PeerIndex):
         self.leaf_size = leaf_size
         self.name = f"sklearn KDTree leaf {leaf_size}"
 
-    def build(self, items: np.ndarray, threads: int) -> None:
+    def require(self) -> None:
         from sklearn.neighbors import KDTree
 
+        self.kdtree = KDTree
+
+    def build(self, items: np.ndarray, threads: int) -> None:
         augmented, _ = mips_to_l2(items)
-        self.tree = KDTree(augmented, leaf_size=self.leaf_size)
+        self.tree = self.kdtree(augmented, leaf_size=self.leaf_size)
 
     def settings(self, k: int) -> list[Setting]:
         return [Setting("MIPS→L2, exact", {})]

@@ -115,6 +115,7 @@ def measure(
     batch) the process CPU time of one call with all queries, per query (summed over
     threads when ``threads`` > 1). Searches on ``threads`` threads."""
     cores = os.cpu_count() or 1
+    peer.require()
     _trim()
     before = rss_mib(os.getpid())
     faiss.omp_set_num_threads(cores)
