@@ -23,7 +23,7 @@ from keyspace.user_vectors import decode_vector, user_vector_key
 from recall_cli.local_redis import LocalRedis, free_port
 from serving import tasks
 from serving.api.recall.v1 import recall_pb2
-from serving.client import RecallClient
+from serving.client import ClientSecurity, RecallClient
 from serving.server import RecallServer
 from tests.integration.harness import (
     Pipeline,
@@ -327,6 +327,14 @@ def test_fresh_item_survives_a_restart_and_the_next_pipeline_run_folds_it_in(
             wait_for(lambda: fresh_client.status().fresh_segment_size == 1, 10)
             assert fresh_client.status().deny_set_size == 1
             assert popular not in [c.item_id for c in fresh_client.recall("nobody", 10).candidates]
+            # Two servers at once: a takedown sent to one reaches the other through Redis.
+            other = client.recall("nobody", 10).candidates[0].item_id
+            fresh_client.remove_items([other])
+            wait_for(
+                lambda: other not in {c.item_id for c in client.recall("nobody", 10).candidates}
+            )
+            fresh_client.remove_items([other], lift=True)
+            wait_for(lambda: other in {c.item_id for c in client.recall("nobody", 10).candidates})
         finally:
             fresh_client.close()
 
@@ -375,3 +383,32 @@ def test_fresh_item_survives_a_restart_and_the_next_pipeline_run_folds_it_in(
     wait_for(lambda: client.status().fresh_segment_size == 0, 10)
     assert popular not in [c.item_id for c in client.recall("nobody", 10).candidates]
     clear_catalogue(pipeline)
+
+
+def test_catalogue_rpcs_need_the_admin_token(pipeline: Pipeline, tmp_path: Path) -> None:
+    token = tmp_path / "admin-token"
+    token.write_text("s3cret\n")
+    settings = settings_for(pipeline, admin_token_file=str(token), fresh_poll_s=POLL_S)
+    with ServerThread(settings) as server:
+        admin = f"127.0.0.1:{server.admin_port}"
+        anonymous = RecallClient(f"127.0.0.1:{server.port}", admin, retries=0)
+        allowed = RecallClient(
+            f"127.0.0.1:{server.port}",
+            admin,
+            retries=0,
+            security=ClientSecurity(admin_token="s3cret"),
+        )
+        try:
+            for call in (
+                lambda: anonymous.upsert_items([("x", {"genres": "Drama", "year": "1990"})]),
+                lambda: anonymous.remove_items(["x"]),
+            ):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert allowed.remove_items(["x"]).changed == 1
+            assert allowed.remove_items(["x"], lift=True).changed == 1
+        finally:
+            anonymous.close()
+            allowed.close()
+            clear_catalogue(pipeline)
