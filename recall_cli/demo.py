@@ -162,7 +162,8 @@ def run_demo(console: Console, epochs: int) -> int:
         t = _stage(
             console,
             3,
-            "Airflow DAG recall_train_and_index: train → model gate → user vectors → index",
+            "Airflow DAGs recall_train_and_index → recall_ship: train → model gate → user "
+            "vectors → index → ship",
         )
         with spinner_line(console, "Airflow is starting the DAG run…") as show:
             run = run_dag(
@@ -177,13 +178,18 @@ def run_demo(console: Console, epochs: int) -> int:
                 paths.airflow_home(),
                 on_progress=lambda m: show(f"Airflow: {m}"),
             )
-        for task in run.tasks:
-            console.print(
-                f"  {task.task_id:<20} {task.state:<8} {task.seconds:6.1f} s  {task.result or ''}"
-            )
+        for part in run.chain():  # the training run, then recall_ship (its index event)
+            console.print(f"  {part.dag_id}:")
+            for task in part.tasks:
+                console.print(
+                    f"  {task.task_id:<20} {task.state:<8} {task.seconds:6.1f} s  "
+                    f"{task.result or ''}"
+                )
         if not run.succeeded:
+            failed = next(part for part in run.chain() if part.state != "success")
             console.print(
-                f"[bold red]pipeline {run.state}:[/] {run.failure}\nAirflow log: {run.log_path}"
+                f"[bold red]pipeline {failed.dag_id} {failed.state}:[/] {failed.failure}\n"
+                f"Airflow log: {run.log_path}"
             )
             return 1
         console.print(
