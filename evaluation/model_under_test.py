@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "hidden_units": [256],
         "linear_rank": 128,
     },
+    "default+linear": {"linear_rank": 128},
     "hybrid-learnt-only": {
         "history_context": "all_other",
         "history_length": 200,
