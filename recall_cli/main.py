@@ -77,14 +77,23 @@ def bench_serve(
         str, typer.Option(help="Comma-separated catalog sizes for the build-cost table.")
     ] = "100000,1000000",
     hnsw: Annotated[bool, typer.Option(help="Measure the hnswlib peer.")] = True,
+    peers: Annotated[
+        str,
+        typer.Option(help="Index peers to compare: all, or a comma-separated subset."),
+    ] = "all",
 ) -> None:
     """A real `recall serve` under load vs the echo ceiling and the in-process floor, the
-    recall/latency curve, build cost, and an HNSW peer (bench/README.md)."""
+    recall/latency curve, build cost, and the classic index peers (bench/README.md)."""
+    from bench.peer_report import parse_peers
     from bench.serve import run
     from recall_cli import paths
 
     if batching not in ("on", "off", "both"):
         raise typer.BadParameter("--batching must be on, off or both")
+    try:
+        chosen_peers = parse_peers(peers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--peers") from exc
     run(
         seconds=seconds,
         items=items,
@@ -97,6 +106,7 @@ def bench_serve(
         home=paths.home() / "bench",
         cost_sizes=[int(n) for n in cost_sizes.split(",") if n],
         hnsw=hnsw,
+        peers=chosen_peers,
     )
 
 
