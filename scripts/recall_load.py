@@ -11,6 +11,10 @@ canned response of the same size. Variants are RECALL_* settings:
         --variant batched= --variant unbatched=RECALL_BATCHING=off \\
         --variant asyncio=RECALL_EVENT_LOOP=asyncio
 
+``CWD=DIR`` in a variant runs that server from another checkout of the repository (its
+code, this run's client, index and Redis), e.g. the commit before a change:
+``git archive HEAD~1 | tar -x -C /tmp/base`` then ``--variant before=CWD=/tmp/base``.
+
 ``--floor`` adds issue 6's in-process batched floor (a Redis MGET of ``--in-flight`` users
 plus one Faiss search over them with the served nprobe and refine factor, back to back,
 1 and 2 Faiss threads). Server CPU counts the server's whole process tree (with
@@ -209,6 +213,11 @@ def main() -> None:
     ap.add_argument(
         "--py-spy", type=Path, help="record each real server with py-spy into DIR/NAME.txt"
     )
+    ap.add_argument(
+        "--py-spy-native",
+        action="store_true",
+        help="with --py-spy: also sample native (C/C++) frames (gRPC core, Faiss)",
+    )
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
@@ -249,6 +258,10 @@ def main() -> None:
             runs.append(runs[0])  # echo again: the machine drifts
             results = []
             for name, cmd, extra in runs:
+                extra = dict(extra)
+                # CWD=DIR: run that variant's `recall serve` from another checkout (e.g. an
+                # older commit from `git archive`), to compare code versions in one run.
+                workdir = extra.pop("CWD", None)
                 port = free_port()
                 env = {
                     **os.environ,
@@ -264,6 +277,7 @@ def main() -> None:
                 proc = subprocess.Popen(
                     [c.replace("PORT", str(port)) for c in cmd],
                     env=env,
+                    cwd=workdir,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -283,7 +297,7 @@ def main() -> None:
                                 "record",
                                 "--format",
                                 "raw",
-                                "--nonblocking",
+                                *(["--native"] if args.py_spy_native else ["--nonblocking"]),
                                 "-d",
                                 str(int(args.seconds + 1)),
                                 "-o",
