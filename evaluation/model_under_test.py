@@ -48,7 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid": {
         "history_context": "all_other",
         "history_length": 200,
-        "temperature": 0.2,
+        "temperature": 0.1,
         "hidden_units": [256],
         "linear_rank": 128,
     },
@@ -56,7 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid-learnt-only": {
         "history_context": "all_other",
         "history_length": 200,
-        "temperature": 0.2,
+        "temperature": 0.1,
         "hidden_units": [256],
     },
     "holdout-fit": {"final_fit": "holdout"},
