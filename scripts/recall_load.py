@@ -32,11 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Appended, not prepended: a PYTHONPATH naming another checkout (a CWD= variant's path
+# cost run) comes first, so that run measures that checkout's code.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from bench.echo_server import EchoRecallService, canned_response
 from recall_cli.local_redis import LocalRedis, free_port
@@ -109,6 +112,85 @@ async def load(
         "p99": float(np.percentile(ms, 99)),
         "failures": failures,
     }
+
+
+class _NoDeadline:
+    """The one ServicerContext method ``RecallServicer.Recall`` reads on a call that
+    succeeds: a call without a deadline."""
+
+    def time_remaining(self) -> float | None:
+        return None
+
+
+async def path_cost_main(users: list[str], k: int, in_flight: int, seconds: float) -> None:
+    """The server's own request path without gRPC: a ``RecallServer`` configured from the
+    RECALL_* environment (its real engine, batcher, Redis client and index), whose
+    ``Recall`` handler is called by ``in_flight`` coroutines in this process for
+    ``seconds``. Prints one line: calls, process CPU µs per call, wall µs per call. The
+    difference to a full run's server CPU per call is gRPC's share (and the echo's)."""
+    from serving.config import ServerSettings
+    from serving.server import RecallServer, RecallServicer
+
+    settings = ServerSettings(port=0, admin_port=0, metrics_port=0)
+    server = RecallServer(settings)
+    await server.start()
+    try:
+        servicer = RecallServicer(
+            server.engine, server.recorder, settings.max_batch, batcher=server.batcher
+        )
+        context: Any = _NoDeadline()
+        calls = 0
+
+        async def loop(w: int, until: float) -> None:
+            nonlocal calls
+            i = w
+            while time.perf_counter() < until:
+                request = recall_pb2.RecallRequest(user_id=users[i % len(users)], k=k)
+                i += in_flight
+                await servicer.Recall(request, context)
+                calls += 1
+
+        warm = time.perf_counter() + 1.0
+        await asyncio.gather(*(loop(w, warm) for w in range(in_flight)))
+        calls = 0
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(loop(w, wall + seconds) for w in range(in_flight)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        print(f"{calls} {cpu / calls * 1e6:.1f} {wall / calls * 1e6:.1f}", flush=True)
+    finally:
+        await server.stop(0)
+
+
+def path_cost(
+    env: dict[str, str], workdir: str | None, users: list[str], args: argparse.Namespace
+) -> dict:
+    """``path_cost_main`` in a child process (own settings, optionally another checkout)."""
+    if workdir:
+        env = {**env, "PYTHONPATH": workdir}
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--path-cost-users",
+            ",".join(users),
+            "--k",
+            str(args.k),
+            "--in-flight",
+            str(args.in_flight),
+            "--seconds",
+            str(args.seconds),
+        ],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=args.seconds * 3 + 120,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"path cost run failed:\n{out.stderr[-2000:]}")
+    calls, cpu_us, wall_us = out.stdout.split()[-3:]
+    return {"calls": int(calls), "cpu_us": float(cpu_us), "wall_us": float(wall_us)}
 
 
 def wait_workers(supervisor: int, count: int, timeout: float) -> None:
@@ -218,10 +300,22 @@ def main() -> None:
         action="store_true",
         help="with --py-spy: also sample native (C/C++) frames (gRPC core, Faiss)",
     )
+    ap.add_argument(
+        "--path-cost",
+        action="store_true",
+        help="also measure each variant's request path in-process, without gRPC "
+        "(CPU µs per call of the handler, batcher, Redis read, search and encoding)",
+    )
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--path-cost-users", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
         asyncio.run(echo_main(args.echo_server, args.k))
+        return
+    if args.path_cost_users:
+        asyncio.run(
+            path_cost_main(args.path_cost_users.split(","), args.k, args.in_flight, args.seconds)
+        )
         return
     variants = args.variant or ["batched=", "unbatched=RECALL_BATCHING=off"]
     with tempfile.TemporaryDirectory(prefix="recall-load-") as tmp:
@@ -333,6 +427,14 @@ def main() -> None:
                     f"failures {result['failures']}",
                     flush=True,
                 )
+                if args.path_cost and name != "echo":
+                    cost = path_cost(env, workdir, users, args)
+                    result["path_cpu_us"] = cost["cpu_us"]
+                    print(
+                        f"{'':<12} in-process path (no gRPC): {cost['calls']} calls, "
+                        f"{cost['cpu_us']:.0f} µs CPU/call, {cost['wall_us']:.0f} µs wall/call",
+                        flush=True,
+                    )
             if args.floor:
                 for threads, result in floor(
                     synth, local.url, args.in_flight, args.seconds

@@ -159,19 +159,10 @@ class FakeAsyncRedis:
         self.data = data
         self.error = error
         self.round_trips = 0
-        self.bare_mgets = 0
 
     def pipeline(self, transaction: bool = True) -> FakeAsyncPipeline:
         assert transaction is False, "reads must work on Redis Cluster (no MULTI)"
         return FakeAsyncPipeline(self)
-
-    async def mget(self, keys: list[bytes]) -> list[bytes | None]:
-        """A bare MGET (the read of a batch that asks no history)."""
-        if self.error is not None:
-            raise self.error
-        self.round_trips += 1
-        self.bare_mgets += 1
-        return [self.data.get(k) for k in keys]
 
 
 def test_get_many_returns_vectors_and_none_in_order_in_one_round_trip() -> None:
@@ -191,9 +182,6 @@ def test_get_many_returns_vectors_and_none_in_order_in_one_round_trip() -> None:
         got = asyncio.run(store.get_many("v1", ["b", "missing", "a", "c"], 2))
 
         assert client.round_trips == 1
-        # Without histories, MGET goes bare (no pipeline); a Cluster's GETs stay pipelined.
-        assert client.bare_mgets == (1 if multi_key_reads else 0)
-        client.bare_mgets = 0
         np.testing.assert_array_equal(got[0], b)
         assert got[1] is None
         np.testing.assert_array_equal(got[2], a)
