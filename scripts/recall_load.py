@@ -11,6 +11,8 @@ canned response of the same size. Variants are RECALL_* settings:
         --variant batched= --variant unbatched=RECALL_BATCHING=off \\
         --variant asyncio=RECALL_EVENT_LOOP=asyncio
 
+``ECHO=yield|redis-async|redis-sync`` in a variant runs the echo with one step of a real
+handler's work per call (``ECHO_WORK``), to price that step against the bare echo.
 ``CWD=DIR`` in a variant runs that server from another checkout of the repository (its
 code, this run's client, index and Redis), e.g. the commit before a change:
 ``git archive HEAD~1 | tar -x -C /tmp/base`` then ``--variant before=CWD=/tmp/base``.
@@ -47,15 +49,50 @@ from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
 from serving.client import RecallClient
 from tests.integration.synthetic_index import SyntheticIndex, publish_synthetic
 
+ECHO_WORK = ("none", "yield", "redis-async", "redis-sync")
+"""What an echo variant (``ECHO=…``) does before it answers: nothing (the ceiling), one
+``await asyncio.sleep(0)`` (the cost of a handler that suspends), one Redis GET with
+redis-py's asyncio client, or one blocking redis-py GET on the event loop."""
 
-async def echo_main(port: int, k: int) -> None:
+
+class _WorkingEcho(EchoRecallService):
+    """The echo plus one piece of ``ECHO_WORK`` per Recall: what one step of a real
+    handler costs on top of gRPC, measured the way the servers are."""
+
+    def __init__(self, response: recall_pb2.RecallResponse, work: str, redis_url: str) -> None:
+        import redis
+        import redis.asyncio as aioredis
+
+        super().__init__(response)
+        self.work = work
+        self.sync = redis.Redis.from_url(redis_url) if work == "redis-sync" else None
+        self.aio = aioredis.Redis.from_url(redis_url) if work == "redis-async" else None
+
+    async def Recall(
+        self, request: recall_pb2.RecallRequest, context: grpc.aio.ServicerContext
+    ) -> recall_pb2.RecallResponse:
+        if self.aio is not None:
+            await self.aio.get(b"recall-load:echo")
+        elif self.sync is not None:
+            self.sync.get(b"recall-load:echo")
+        elif self.work == "yield":
+            await asyncio.sleep(0)
+        return self.response
+
+
+async def echo_main(port: int, k: int, work: str = "none") -> None:
     from grpc_health.v1 import health, health_pb2_grpc
 
     response = canned_response(
         [f"i{i}" for i in range(k)], k, "20260101T000000Z-synth0", "20260101T000000Z-0123ab"
     )
     server = grpc.aio.server()
-    recall_pb2_grpc.add_RecallServiceServicer_to_server(EchoRecallService(response), server)
+    servicer = (
+        EchoRecallService(response)
+        if work == "none"
+        else _WorkingEcho(response, work, os.environ["RECALL_REDIS_URL"])
+    )
+    recall_pb2_grpc.add_RecallServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -307,10 +344,11 @@ def main() -> None:
         "(CPU µs per call of the handler, batcher, Redis read, search and encoding)",
     )
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--echo-work", choices=ECHO_WORK, default="none", help=argparse.SUPPRESS)
     ap.add_argument("--path-cost-users", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
-        asyncio.run(echo_main(args.echo_server, args.k))
+        asyncio.run(echo_main(args.echo_server, args.k, args.echo_work))
         return
     if args.path_cost_users:
         asyncio.run(
@@ -348,6 +386,13 @@ def main() -> None:
             for spec in variants:
                 name, _, envs = spec.partition("=")
                 extra = dict(e.split("=", 1) for e in envs.split(",") if e)
+                work = extra.pop("ECHO", None)
+                if work is not None:  # an echo that does one step of real work (ECHO_WORK)
+                    if work not in ECHO_WORK:
+                        raise SystemExit(f"--variant {spec}: ECHO must be one of {ECHO_WORK}")
+                    echo_cmd = [*runs[0][1], "--echo-work", work]
+                    runs.append((name, echo_cmd, extra))
+                    continue
                 runs.append((name, [sys.executable, "-m", "recall_cli.main", "serve"], extra))
             runs.append(runs[0])  # echo again: the machine drifts
             results = []
@@ -383,7 +428,7 @@ def main() -> None:
                     if int(extra.get("RECALL_WORKERS", "1")) > 1:
                         wait_workers(proc.pid, int(extra["RECALL_WORKERS"]), 60)
                     spy = None
-                    if args.py_spy and name != "echo":
+                    if args.py_spy and "--echo-server" not in cmd:
                         args.py_spy.mkdir(parents=True, exist_ok=True)
                         spy = subprocess.Popen(
                             [
@@ -427,7 +472,7 @@ def main() -> None:
                     f"failures {result['failures']}",
                     flush=True,
                 )
-                if args.path_cost and name != "echo":
+                if args.path_cost and "--echo-server" not in cmd:
                     cost = path_cost(env, workdir, users, args)
                     result["path_cpu_us"] = cost["cpu_us"]
                     print(

@@ -43,6 +43,27 @@ def _candidate_header(item_id: str) -> bytes:
     return header
 
 
+_tails: dict[tuple[str, str, int, str], bytes] = {}
+"""Encoded (model_version, index_version, source, degraded_reason) fields: a handful of
+distinct values per index version; cleared beyond 64 (index swaps)."""
+
+
+def _tail(model_version: str, index_version: str, source: int, degraded_reason: str) -> bytes:
+    parts = []
+    if model_version:
+        parts.append(_string_field(0x12, model_version))
+    if index_version:
+        parts.append(_string_field(0x1A, index_version))
+    if source:
+        parts.append(b"\x20" + _varint(source))
+    if degraded_reason:
+        parts.append(_string_field(0x2A, degraded_reason))
+    if len(_tails) >= 64:
+        _tails.clear()
+    tail = _tails[(model_version, index_version, source, degraded_reason)] = b"".join(parts)
+    return tail
+
+
 def encode_recall_response(
     candidates: list[tuple[str, float]],
     model_version: str,
@@ -52,17 +73,13 @@ def encode_recall_response(
 ) -> bytes:
     """Wire bytes of ``RecallResponse(candidates, model_version, index_version, source,
     degraded_reason)``. candidates: (item_id, score), in order; source: a ``Source`` number."""
-    headers = _headers
+    get = _headers.get
     parts = [
-        (headers.get(item_id) or _candidate_header(item_id)) + _FLOAT(score)
+        (get(item_id) or _candidate_header(item_id)) + _FLOAT(score)
         for item_id, score in candidates
     ]
-    if model_version:
-        parts.append(_string_field(0x12, model_version))
-    if index_version:
-        parts.append(_string_field(0x1A, index_version))
-    if source:
-        parts.append(b"\x20" + _varint(source))
-    if degraded_reason:
-        parts.append(_string_field(0x2A, degraded_reason))
+    parts.append(
+        _tails.get((model_version, index_version, source, degraded_reason))
+        or _tail(model_version, index_version, source, degraded_reason)
+    )
     return b"".join(parts)

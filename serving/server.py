@@ -617,20 +617,6 @@ class RecallServer:
         await self.vectors.close()
 
 
-GC_THRESHOLDS = (100_000, 50, 100)
-"""``gc.set_threshold`` of a serving process (Python's default: 700, 10, 10). Each Recall
-allocates a few hundred container objects (candidate tuples, lists, futures) that
-reference counting frees; at 700 the young-generation collector ran every few calls and
-scanned them for nothing. Measured on the demo index, 32 in flight: +6 % QPS and −5 %
-server CPU per call (bench/README.md). Cycles are still collected, every 100k objects."""
-
-
-def tune_gc() -> None:
-    """Apply ``GC_THRESHOLDS`` to this process (a serving process only: tests and tools
-    keep Python's defaults)."""
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def serve(settings: ServerSettings, role: WorkerRole | None = None) -> None:
     """Run ``run_forever`` on the configured event loop (asyncio by default; uvloop if
     asked for and installed). With ``settings.workers`` > 1 and no ``role``: supervise
@@ -640,7 +626,6 @@ def serve(settings: ServerSettings, role: WorkerRole | None = None) -> None:
         if status:
             raise SystemExit(status)
         return
-    tune_gc()
     if settings.event_loop == "uvloop":
         try:
             import uvloop

@@ -40,3 +40,25 @@ def test_the_cached_item_header_is_reused_and_exact() -> None:
             source=recall_pb2.SOURCE_USER_VECTOR,
         ).SerializeToString()
     )
+
+
+def test_cached_version_fields_follow_every_argument() -> None:
+    """The encoded model/index/source/reason fields are cached per combination: changing
+    any one of them must change the bytes (no stale tail from an earlier call)."""
+    calls = [
+        ("m1", "x1", recall_pb2.SOURCE_USER_VECTOR, ""),
+        ("m1", "x1", recall_pb2.SOURCE_FALLBACK_DEGRADED, "redis_timeout"),
+        ("m1", "x1", recall_pb2.SOURCE_FALLBACK_DEGRADED, "circuit_open"),
+        ("m1", "x2", recall_pb2.SOURCE_USER_VECTOR, ""),
+        ("m2", "x1", recall_pb2.SOURCE_USER_VECTOR, ""),
+        ("m1", "x1", recall_pb2.SOURCE_USER_VECTOR, ""),
+    ]
+    for model, index, source, reason in calls:
+        got = encode_recall_response([("i", 0.25)], model, index, source, reason)
+        assert recall_pb2.RecallResponse.FromString(got) == recall_pb2.RecallResponse(
+            candidates=[recall_pb2.Candidate(item_id="i", score=0.25)],
+            model_version=model,
+            index_version=index,
+            source=source,
+            degraded_reason=reason,
+        )
