@@ -2,11 +2,14 @@
 ``run(items)`` call per batch (for Recall: one Redis round trip and one Faiss search).
 
 Flush rule: while no batch is running, the pending items go at the next turn of the event
-loop (so a lone call waits for nothing, and calls that arrived together share a batch);
-while batches run, items wait at most ``max_wait_s`` for company; ``max_items`` pending
-items flush at once. Items whose caller gave up (their future was cancelled, as gRPC does
-when a client cancels or its deadline passes) or whose deadline has passed are dropped
-before the batch runs; the latter get ``DeadlineExpired``.
+loop (so a lone call waits for nothing, and calls that arrived together share a batch) or,
+with ``idle_wait_s`` > 0, after that long (calls that arrive one by one, as they do from
+gRPC, then share a batch: one Redis round trip per call alone costs a do-nothing gRPC
+server ~30 % of its throughput, bench/README.md); while batches run, items wait at most
+``max_wait_s`` for company; ``max_items`` pending items flush at once. Items whose caller
+gave up (their future was cancelled, as gRPC does when a client cancels or its deadline
+passes) or whose deadline has passed are dropped before the batch runs; the latter get
+``DeadlineExpired``.
 
 ``run`` returns one result or exception per item, in order: one item's error (e.g. a
 corrupt stored vector) fails only that item's caller. An exception raised by ``run`` fails
@@ -45,13 +48,17 @@ class MicroBatcher(Generic[T, R]):
         max_items: int,
         on_batch: Callable[[int], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
+        idle_wait_s: float = 0.0,
     ) -> None:
         """``on_batch(size)`` is called for every batch that runs; ``on_dropped(reason)``
-        ("deadline" or "cancelled") for every item dropped before its batch ran."""
-        if max_wait_s < 0 or max_items < 1:
-            raise ValueError("max_wait_s must be ≥ 0 and max_items ≥ 1")
+        ("deadline" or "cancelled") for every item dropped before its batch ran.
+        ``idle_wait_s``: how long the first item waits for company while no batch runs
+        (seconds; 0 = until the next event-loop turn)."""
+        if max_wait_s < 0 or max_items < 1 or idle_wait_s < 0:
+            raise ValueError("max_wait_s and idle_wait_s must be ≥ 0 and max_items ≥ 1")
         self._run = run
         self.max_wait_s = max_wait_s
+        self.idle_wait_s = idle_wait_s
         self.max_items = max_items
         self._on_batch = on_batch
         self._on_dropped = on_dropped
@@ -74,8 +81,10 @@ class MicroBatcher(Generic[T, R]):
         if len(self._pending) >= self.max_items:
             self._flush()
         elif self._timer is None:
-            if self._running == 0:
+            if self._running == 0 and self.idle_wait_s == 0:
                 self._timer = loop.call_soon(self._flush)
+            elif self._running == 0:
+                self._timer = loop.call_later(self.idle_wait_s, self._flush)
             else:
                 self._timer = loop.call_later(self.max_wait_s, self._flush)
         return await future

@@ -423,6 +423,7 @@ class RecallServer:
                 max_items=settings.batch_max,
                 on_batch=BATCH_SIZE.observe,
                 on_dropped=lambda reason: BATCH_DROPPED.labels(reason).inc(),
+                idle_wait_s=settings.batch_idle_wait_ms / 1000,
             )
         self.recorder = InteractionRecorder(
             self.holder,

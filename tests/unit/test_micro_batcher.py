@@ -138,3 +138,46 @@ def test_drain_runs_what_is_pending() -> None:
         assert await pending == 16
 
     run(main())
+
+
+def test_with_an_idle_wait_calls_arriving_one_by_one_share_a_batch() -> None:
+    """gRPC hands calls over one event-loop turn apart: without an idle wait each goes
+    alone; with one, the first waits and the others join it."""
+
+    async def spaced(batcher: MicroBatcher[int, int]) -> list[int]:
+        async def later(i: int) -> int:
+            await asyncio.sleep(0.002 * i)
+            return await batcher.submit(i)
+
+        return list(await asyncio.gather(*(later(i) for i in range(4))))
+
+    async def main() -> None:
+        alone, waited = Recorder(), Recorder()
+        assert await spaced(MicroBatcher(alone, max_wait_s=0.001, max_items=64)) == [0, 1, 4, 9]
+        assert len(alone.batches) == 4
+        with_wait = MicroBatcher(waited, max_wait_s=0.001, max_items=64, idle_wait_s=0.5)
+        assert await spaced(with_wait) == [0, 1, 4, 9]
+        assert waited.batches == [[0, 1, 2, 3]]
+
+    run(main())
+
+
+def test_a_negative_idle_wait_is_refused() -> None:
+    with pytest.raises(ValueError, match="idle_wait_s"):
+        MicroBatcher(Recorder(), max_wait_s=0.001, max_items=4, idle_wait_s=-1)
+
+
+def test_the_server_passes_its_idle_wait_setting_to_the_batcher(tmp_path: Any) -> None:
+    from serving.config import ServerSettings
+    from serving.server import RecallServer
+
+    settings = ServerSettings(
+        port=0,
+        admin_port=0,
+        metrics_port=0,
+        artifact_root=str(tmp_path),
+        redis_url="redis://127.0.0.1:1/0",  # never contacted: nothing is started
+        batch_idle_wait_ms=2.5,
+    )
+    batcher = RecallServer(settings).batcher
+    assert batcher is not None and batcher.idle_wait_s == pytest.approx(0.0025)
