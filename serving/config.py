@@ -162,8 +162,9 @@ class ServerSettings(BaseSettings):
         le=1000,
         description=(
             "While no batch runs, how long a Recall call waits for others before its batch "
-            "goes (0: at the next event-loop turn). 1 ms measured +7-23 % QPS at 32 calls "
-            "in flight and adds up to 1 ms to a lone call (bench/README.md)."
+            "goes (0: at the next event-loop turn). 1 ms measured +7-31 % QPS at 32 calls "
+            "in flight on a quiet machine, none on a contended one, and adds up to 1 ms to "
+            "a lone call (bench/README.md)."
         ),
     )
     batch_max: int = Field(64, ge=1, le=10_000, description="Most Recall calls in one batch.")
