@@ -141,3 +141,25 @@ def test_export_with_the_branch_reloads_identically(
     # A new event moves the linear part too (it is not in the learnt pooling's window).
     fresh = encoder.encode([model.user_ids[0]], [[model.item_ids[-1], *model.histories[0]]])
     assert not np.allclose(fresh, stored[[0]], atol=1e-4)
+
+
+def test_an_item_added_after_training_gets_zeros_in_the_linear_part(tmp_path: Path) -> None:
+    from training.item_encoder import ItemEncoder
+
+    data = generate(n_users=40, n_items=40, interactions_per_user=8)
+    cold = [f"i{i}" for i in range(30, 40)]
+    warm = data.interactions[~data.interactions["item_id"].isin(cold)]
+    config = CONFIG.model_copy(update={"epochs": 1, "item_id_dropout": 0.2})
+    model = train_two_tower(Dataset(warm, data.items, data.users, "synthetic"), config)
+    write_model_dir(model, config, tmp_path, "20261130T130000Z-1inear", "synthetic")
+    items = data.items.set_index("item_id")
+    rows = [
+        {"genres": "|".join(items.loc[i, "genres"]), "year": str(items.loc[i, "year"])}
+        for i in cold
+    ]
+    served = ItemEncoder.load(tmp_path).encode(rows)
+    trained = model.item_vectors()[[model.item_ids.index(i) for i in cold]]
+    assert served.shape == (10, 5 + 8)
+    assert not served[:, :5].any()  # no interactions: nothing for the linear branch
+    np.testing.assert_allclose(served, trained, atol=1e-5)
+    assert np.abs(served[:, 5:]).sum() > 0
