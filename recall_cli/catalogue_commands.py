@@ -17,14 +17,15 @@ from rich.table import Table
 from recall_cli import paths
 from recall_cli.output import ArtifactRoot, console, err, friendly_errors
 from recall_cli.serving_commands import (
+    AdminPort,
     AdminTokenFile,
+    Port,
     TlsCa,
     TlsCert,
     TlsKey,
     TlsServerName,
     UseTls,
-    _security,
-    _target,
+    admin_client,
 )
 from recall_settings import defaults
 
@@ -181,24 +182,6 @@ def parse_features(options: list[str]) -> dict[str, str]:
     return features
 
 
-def _admin_client(
-    port: int,
-    admin_port: int,
-    tls: bool,
-    tls_ca: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
-    tls_server_name: str | None,
-    token_file: str | None,
-) -> Any:
-    from serving.client import RecallClient
-
-    security = _security(
-        tls, tls_ca, tls_cert, tls_key, tls_server_name, admin_token_file=token_file
-    )
-    return RecallClient(_target(port), _target(admin_port), security=security)
-
-
 @items_app.command("add")
 @friendly_errors
 def add(
@@ -213,10 +196,8 @@ def add(
         list[str] | None,
         typer.Option("--feature", help="col=value, repeated (with --item-id)."),
     ] = None,
-    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
-    admin_port: Annotated[
-        int, typer.Option(envvar=defaults.ADMIN_PORT.env)
-    ] = defaults.ADMIN_PORT.default,
+    port: Port = defaults.PORT.default,
+    admin_port: AdminPort = defaults.ADMIN_PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -243,7 +224,7 @@ def add(
         _fail(str(exc))
     if not items:
         _fail(f"{file}: no items in it")
-    client = _admin_client(
+    client = admin_client(
         port, admin_port, tls, tls_ca, tls_cert, tls_key, tls_server_name, token_file
     )
     added, model = 0, ""
@@ -265,10 +246,8 @@ def add(
 def remove(
     item_ids: Annotated[list[str], typer.Argument(help="Item ids to take down (or lift).")],
     lift: Annotated[bool, typer.Option("--lift", help="Lift an earlier removal instead.")] = False,
-    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
-    admin_port: Annotated[
-        int, typer.Option(envvar=defaults.ADMIN_PORT.env)
-    ] = defaults.ADMIN_PORT.default,
+    port: Port = defaults.PORT.default,
+    admin_port: AdminPort = defaults.ADMIN_PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -278,7 +257,7 @@ def remove(
 ) -> None:
     """Take items down: no server answers with them (or their duplicates) after its next
     poll, and index builds leave them out, until the removal is lifted (--lift)."""
-    client = _admin_client(
+    client = admin_client(
         port, admin_port, tls, tls_ca, tls_cert, tls_key, tls_server_name, token_file
     )
     try:

@@ -11,6 +11,7 @@ import typer
 
 from recall_cli.output import console, friendly_errors
 from recall_cli.serving_commands import (
+    Port,
     ServiceTokenFile,
     TlsCa,
     TlsCert,
@@ -35,7 +36,7 @@ def interactions_add(
     timestamp: Annotated[
         int, typer.Option(help="Unix seconds of the first item (each next one +1 s); 0 = now.")
     ] = 0,
-    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
+    port: Port = defaults.PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,

@@ -63,6 +63,11 @@ def _target(port: int) -> str:
     return f"{defaults.HOST.value()}:{port}"
 
 
+# The server's two ports, as every client command takes them.
+Port = Annotated[int, typer.Option(envvar=defaults.PORT.env)]
+AdminPort = Annotated[int, typer.Option(envvar=defaults.ADMIN_PORT.env)]
+
+
 # Client-side security options, shared by query/status/load-index and `interactions add`.
 # The names mirror the server's settings (RECALL_ADMIN_TOKEN_FILE, RECALL_SERVICE_TOKEN_FILE:
 # the same files).
@@ -156,7 +161,7 @@ def query(
         bool, typer.Option(help="Also exclude the user's history (seen filter).")
     ] = False,
     data: Annotated[Path | None, typer.Option(help="Data directory, to show item titles.")] = None,
-    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
+    port: Port = defaults.PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -182,12 +187,29 @@ def query(
         client.close()
 
 
+def admin_client(
+    port: int,
+    admin_port: int,
+    tls: bool,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_server_name: str | None,
+    token_file: str | None,
+) -> Any:
+    """A ``serving.client.RecallClient`` for the local server's ports, with the admin token."""
+    from serving.client import RecallClient
+
+    security = _security(
+        tls, tls_ca, tls_cert, tls_key, tls_server_name, admin_token_file=token_file
+    )
+    return RecallClient(_target(port), _target(admin_port), security=security)
+
+
 @friendly_errors
 def status(
-    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
-    admin_port: Annotated[
-        int, typer.Option(envvar=defaults.ADMIN_PORT.env)
-    ] = defaults.ADMIN_PORT.default,
+    port: Port = defaults.PORT.default,
+    admin_port: AdminPort = defaults.ADMIN_PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -196,12 +218,9 @@ def status(
     token_file: AdminTokenFile = None,
 ) -> None:
     """Show what a running server serves (RecallAdmin/GetStatus)."""
-    from serving.client import RecallClient
-
-    security = _security(
-        tls, tls_ca, tls_cert, tls_key, tls_server_name, admin_token_file=token_file
+    client = admin_client(
+        port, admin_port, tls, tls_ca, tls_cert, tls_key, tls_server_name, token_file
     )
-    client = RecallClient(_target(port), _target(admin_port), security=security)
     try:
         s = client.status()
     finally:
@@ -230,10 +249,8 @@ def status(
 @friendly_errors
 def load_index(
     version: Annotated[str, typer.Argument(help="Index version; empty = LATEST.")] = "",
-    port: Annotated[int, typer.Option(envvar=defaults.PORT.env)] = defaults.PORT.default,
-    admin_port: Annotated[
-        int, typer.Option(envvar=defaults.ADMIN_PORT.env)
-    ] = defaults.ADMIN_PORT.default,
+    port: Port = defaults.PORT.default,
+    admin_port: AdminPort = defaults.ADMIN_PORT.default,
     tls: UseTls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
