@@ -4,7 +4,6 @@ RecallAdmin on another, Prometheus metrics over HTTP, and an index watcher for h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -73,6 +72,7 @@ from serving.security import (
     interceptors_for,
     server_credentials,
 )
+from serving.task_cancel import cancel_all
 from serving.user_vectors import UserVectorStore
 from serving.vector_repair import VectorRepairer
 from serving.workers import WorkerPeers, WorkerRole, merge_status, supervise
@@ -605,11 +605,7 @@ class RecallServer:
         """Graceful: health says NOT_SERVING, new calls are refused, calls in flight get
         up to ``grace`` seconds to finish (their batches keep running), then Redis closes."""
         grace = self.settings.grace_s if grace is None else grace
-        for task in (self._watcher, self._repair, self._fresh_task):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_all((self._watcher, self._repair, self._fresh_task))
         self.repairer.close()
         await self.health.enter_graceful_shutdown()
         await asyncio.gather(self.server.stop(grace), self.admin.stop(grace))
