@@ -11,8 +11,11 @@ between tasks by XCom. Airflow's own log goes to a file; the caller gets a summa
 - asset scheduling: after a run, each DAG scheduled on an asset that the run emitted an
   event for (an outlet task succeeded; Airflow's ``asset_event`` and
   ``dag_schedule_asset_reference`` tables) is run next, with the run's ``conf`` (the keys
-  that DAG declares) plus the event's ``extra`` (e.g. ``index_uri``). Unlike the
-  scheduler it runs them whether or not they are paused: a local run is the whole chain.
+  that DAG declares) plus the event's ``extra`` (``model_uri``, ``index_uri``: the params
+  of the same name tell the consumer which version to work on, as the triggering event
+  would). Unlike the scheduler it runs them whether or not they are paused: a local run of
+  ``recall_train`` is the whole chain, recall_train → recall_vectors → recall_index →
+  recall_ship.
 
 A ``conf`` that the DAG's typed params refuse raises :class:`PipelineError` naming the
 param, before any task runs.
@@ -55,8 +58,8 @@ class PipelineRun:
     tasks: list[TaskOutcome]
     log_path: Path
     failure: str = ""  # last exception line in the Airflow log when the run failed
-    # Runs of the DAGs this run's asset events scheduled (recall_ship after an index), in
-    # order; each may have its own.
+    # Runs of the DAGs this run's asset events scheduled (recall_vectors after a model,
+    # recall_index after vectors, recall_ship after an index), in order; each may have its own.
     followed: tuple[PipelineRun, ...] = ()
 
     @property

@@ -321,10 +321,11 @@ def pipeline_run(
     dag_id: Annotated[
         str,
         typer.Option(
-            help="recall_train_and_index (then the DAGs its asset events schedule), or "
-            "recall_rebuild_index."
+            help="recall_train (then the DAGs its asset events schedule: recall_vectors → "
+            "recall_index → recall_ship), recall_rebuild_index, or a later link of the chain "
+            "(recall_vectors/recall_index then work on models/LATEST)."
         ),
-    ] = "recall_train_and_index",
+    ] = "recall_train",
     model_gate: Annotated[
         bool,
         typer.Option(
@@ -341,10 +342,11 @@ def pipeline_run(
 ) -> None:
     """Run a recall DAG through Airflow (dag.test() on a local SQLite metadata DB).
 
-    recall_train_and_index: train → model gate → load user vectors → build index; its
-    index asset event then runs recall_ship (ship to the fleet → prune old vectors). A
-    model that fails the gate fails the run and nothing is published. Every value is
-    checked against the DAG's typed params before anything runs.
+    recall_train: validate data → train → model gate; its model asset event then runs
+    recall_vectors (histories + user vectors into Redis), whose event runs recall_index
+    (build, gate, publish), whose event runs recall_ship (ship to the fleet → prune old
+    vectors). A model that fails the gate fails the run and nothing is published. Every
+    value is checked against each DAG's typed params before anything runs.
     """
     from pipelines.runner import run_dag
     from recall_cli.progress import spinner_line

@@ -162,12 +162,12 @@ def run_demo(console: Console, epochs: int) -> int:
         t = _stage(
             console,
             3,
-            "Airflow DAGs recall_train_and_index → recall_ship: train → model gate → user "
-            "vectors → index → ship",
+            "Airflow DAGs recall_train → recall_vectors → recall_index → recall_ship: train "
+            "→ model gate → user vectors → index → ship",
         )
         with spinner_line(console, "Airflow is starting the DAG run…") as show:
             run = run_dag(
-                "recall_train_and_index",
+                "recall_train",
                 {
                     "data_dir": str(data),
                     "artifact_root": artifact_root,
@@ -178,7 +178,7 @@ def run_demo(console: Console, epochs: int) -> int:
                 paths.airflow_home(),
                 on_progress=lambda m: show(f"Airflow: {m}"),
             )
-        for part in run.chain():  # the training run, then recall_ship (its index event)
+        for part in run.chain():  # recall_train, then the runs its asset events scheduled
             console.print(f"  {part.dag_id}:")
             for task in part.tasks:
                 console.print(

@@ -1,13 +1,16 @@
-"""The asset chain train → vectors → index → ship as docs/runbook.md describes it, the
-shared pool, and the typed params refusing a bad run conf (parsed DAGs, nothing run)."""
+"""The asset chain train → vectors → index → ship as docs/runbook.md describes it (one DAG
+per link, each scheduled on the previous link's asset), which version each link works on,
+the shared pool, and the typed params refusing a bad run conf (parsed DAGs, nothing run)."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from artifacts.errors import ArtifactNotFound
 from pipelines import assets
 from pipelines.runner import DAGS_FOLDER, PipelineError, check_conf
 from recall_settings import defaults
@@ -32,18 +35,31 @@ def _outlets(dag: object) -> dict[str, list[str]]:
     }
 
 
-def test_producers_emit_the_chain_assets(dags_module: ModuleType) -> None:
-    train = dags_module.recall_train_and_index()
-    assert _outlets(train) == {
-        "model_gate": ["recall_model"],
-        "load_user_vectors": ["recall_user_vectors"],
-        "build_index": ["recall_index"],
-    }
-    rebuild = dags_module.recall_rebuild_index()
-    assert _outlets(rebuild) == {
-        "load_user_vectors": ["recall_user_vectors"],
-        "rebuild_index": ["recall_index"],
-    }
+def _schedule(dag: object) -> list[str]:
+    """The asset names a DAG is scheduled on ([] for a time-scheduled DAG)."""
+    condition = getattr(dag.timetable, "asset_condition", None)  # type: ignore[attr-defined]
+    return [a.name for a in condition.objects] if condition is not None else []
+
+
+def test_each_link_is_a_dag_scheduled_on_the_previous_links_asset(
+    dags_module: ModuleType,
+) -> None:
+    """recall_train (daily) ─► MODEL ─► recall_vectors ─► USER_VECTORS ─► recall_index ─►
+    INDEX ─► recall_ship: every link emits exactly the asset the next one is scheduled on."""
+    chain = [
+        (dags_module.recall_train(), [], {"model_gate": ["recall_model"]}),
+        (
+            dags_module.recall_vectors(),
+            ["recall_model"],
+            {"load_user_vectors": ["recall_user_vectors"]},
+        ),
+        (dags_module.recall_index(), ["recall_user_vectors"], {"build_index": ["recall_index"]}),
+        (dags_module.recall_ship(), ["recall_index"], {}),
+    ]
+    for dag, schedule, outlets in chain:
+        assert _schedule(dag) == schedule, dag.dag_id
+        assert _outlets(dag) == outlets, dag.dag_id
+    assert chain[0][0].schedule == "@daily"  # the chain's one time-scheduled entry
     assert (assets.MODEL.uri, assets.USER_VECTORS.uri, assets.INDEX.uri) == (
         "recall://artifacts/models",
         "recall://redis/user-vectors",
@@ -51,17 +67,39 @@ def test_producers_emit_the_chain_assets(dags_module: ModuleType) -> None:
     )
 
 
-def test_ship_dag_is_scheduled_by_the_index_asset(dags_module: ModuleType) -> None:
-    ship = dags_module.recall_ship()
-    condition = ship.timetable.asset_condition
-    assert [a.name for a in condition.objects] == ["recall_index"]
-    assert {(u, d) for d, t in ship.task_dict.items() for u in t.upstream_task_ids} == {
-        ("ship", "prune_user_vectors")
+def test_the_links_tasks_in_order(dags_module: ModuleType) -> None:
+    def edges(dag: object) -> set[tuple[str, str]]:
+        return {
+            (u, d)
+            for d, t in dag.task_dict.items()  # type: ignore[attr-defined]
+            for u in t.upstream_task_ids
+        }
+
+    assert edges(dags_module.recall_train()) == {
+        ("validate_data", "model_gate"),
+        ("train", "model_gate"),
     }
-    # The producers' DAGs are time-scheduled, not by assets: the chain has one entry.
-    assert dags_module.recall_train_and_index().schedule == "@daily"
-    assert dags_module.recall_rebuild_index().schedule == "0 2 * * *"
-    for build in (dags_module.recall_train_and_index, dags_module.recall_rebuild_index):
+    # The vectors event (which schedules the index build) waits for the histories too.
+    assert edges(dags_module.recall_vectors()) == {
+        ("vectors_model", "load_user_vectors"),
+        ("seed_histories", "load_user_vectors"),
+    }
+    assert edges(dags_module.recall_index()) == {
+        ("index_model", "embed_fresh_items"),
+        ("embed_fresh_items", "build_index"),
+    }
+    assert edges(dags_module.recall_ship()) == {("ship", "prune_user_vectors")}
+
+
+def test_the_rebuild_publishes_an_index_without_restarting_the_chain(
+    dags_module: ModuleType,
+) -> None:
+    """The nightly rebuild reloads vectors too, but a USER_VECTORS (or MODEL) event from it
+    would schedule recall_index for a second build of the same model."""
+    rebuild = dags_module.recall_rebuild_index()
+    assert rebuild.schedule == "0 2 * * *"
+    assert _outlets(rebuild) == {"rebuild_index": ["recall_index"]}
+    for build in (dags_module.recall_train, dags_module.recall_rebuild_index):
         assert "ship" not in build().task_dict
 
 
@@ -77,7 +115,9 @@ def test_every_store_writer_shares_one_pool(dags_module: ModuleType) -> None:
     pool = defaults.PIPELINE_POOL.value()
     found = set()
     for build in (
-        dags_module.recall_train_and_index,
+        dags_module.recall_train,
+        dags_module.recall_vectors,
+        dags_module.recall_index,
         dags_module.recall_rebuild_index,
         dags_module.recall_ship,
     ):
@@ -100,6 +140,29 @@ def test_ship_reads_its_index_from_the_triggering_event(dags_module: ModuleType)
         pick({"index_uri": ""}, None)
 
 
+def test_a_link_works_on_the_model_its_event_names_else_latest(
+    dags_module: ModuleType, tmp_path: Path
+) -> None:
+    from artifacts.store import ArtifactStore
+
+    pick = dags_module.model_to_use
+    root = tmp_path / "store"
+    (root / "models" / "20260101T000000Z-aaaaaa").mkdir(parents=True)
+    ArtifactStore(str(root)).set_latest("models", "20260101T000000Z-aaaaaa")
+    params = {"artifact_root": str(root), "model_uri": ""}
+    newer = SimpleNamespace(extra={"model_uri": "/s/models/v2"})
+    older = SimpleNamespace(extra={"model_uri": "/s/models/v1"})
+    events = {assets.USER_VECTORS: [older, newer]}
+    assert pick(params, events, assets.USER_VECTORS) == "/s/models/v2"  # the newest event
+    assert pick({**params, "model_uri": "/s/m/v0"}, events, assets.USER_VECTORS) == "/s/m/v0"
+    # A manual trigger (no event; or events of another asset only): models/LATEST.
+    latest = str(root / "models" / "20260101T000000Z-aaaaaa")
+    assert pick(params, None, assets.USER_VECTORS) == latest
+    assert pick(params, {assets.MODEL: [newer]}, assets.USER_VECTORS) == latest
+    with pytest.raises(ArtifactNotFound, match="no models published yet"):
+        pick({"artifact_root": str(tmp_path / "empty"), "model_uri": ""}, None, assets.MODEL)
+
+
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
@@ -112,7 +175,13 @@ def test_ship_reads_its_index_from_the_triggering_event(dags_module: ModuleType)
 def test_a_bad_run_conf_is_refused_naming_the_param(
     dags_module: ModuleType, conf: dict[str, object], message: str
 ) -> None:
-    dag = dags_module.recall_train_and_index()
+    # Each value goes to the link that declares it (the runner passes each its own keys).
+    name = next(iter(conf))
+    dag = next(
+        dag
+        for dag in (dags_module.recall_train(), dags_module.recall_index())
+        if name in dag.params
+    )
     with pytest.raises(PipelineError, match=message):
         check_conf(dag, conf)
-    check_conf(dag, {"epochs": 2, "min_recall": 0.5})  # a good conf passes
+    check_conf(dag, {name: dag.params[name]})  # its default passes

@@ -30,31 +30,34 @@ def _edges(dag: object) -> set[tuple[str, str]]:
     }
 
 
-def test_train_and_index_dag_loads_vectors_before_publishing_the_index(
-    dags_module: ModuleType,
-) -> None:
-    dag = dags_module.recall_train_and_index()
-    assert dag.dag_id == "recall_train_and_index"
-    assert _edges(dag) == {
-        ("train", "model_gate"),
-        ("model_gate", "load_user_vectors"),
-        ("load_user_vectors", "embed_fresh_items"),
-        ("embed_fresh_items", "build_index"),
-        ("seed_histories", "build_index"),
-    }
-    assert set(dag.params.keys()) >= {
-        "fleet",
-        "history_max_items",
+def test_each_link_declares_the_params_it_uses(dags_module: ModuleType) -> None:
+    """A link declares what its tasks read; `recall pipeline run` hands each only those."""
+    assert set(dags_module.recall_train().params.keys()) == {
         "data_dir",
         "artifact_root",
-        "redis_url",
         "epochs",
-        "min_recall",
         "train_config",
         "gate_popularity_margin",
         "gate_serving_tolerance",
         "gate_enforce",
     }
+    assert set(dags_module.recall_vectors().params.keys()) == {
+        "data_dir",
+        "artifact_root",
+        "redis_url",
+        "history_max_items",
+        "model_uri",
+    }
+    assert set(dags_module.recall_index().params.keys()) == {
+        "artifact_root",
+        "redis_url",
+        "min_recall",
+        "fleet",
+        "model_uri",
+    }
+    # Empty by default: the triggering event's version, else models/LATEST.
+    for build in (dags_module.recall_vectors, dags_module.recall_index):
+        assert build().params["model_uri"] == ""
 
 
 def test_rebuild_dag_starts_from_the_latest_model(dags_module: ModuleType) -> None:
@@ -77,7 +80,9 @@ def test_idempotent_tasks_retry_and_every_run_reports_its_outcome(
     from pipelines import run_metrics
 
     for build in (
-        dags_module.recall_train_and_index,
+        dags_module.recall_train,
+        dags_module.recall_vectors,
+        dags_module.recall_index,
         dags_module.recall_rebuild_index,
         dags_module.recall_ship,
         dags_module.recall_refresh_vectors,
@@ -103,17 +108,17 @@ def test_run_metrics_file_counts_runs_and_keeps_other_dags(tmp_path: Path) -> No
     from pipelines.run_metrics import read_samples, record_run
 
     path = tmp_path / "metrics" / "pipelines.prom"
-    record_run("recall_train_and_index", True, path=path, now=1000.0)
-    record_run("recall_train_and_index", False, path=path, now=2000.0)
+    record_run("recall_train", True, path=path, now=1000.0)
+    record_run("recall_train", False, path=path, now=2000.0)
     record_run("recall_rebuild_index", True, path=path, now=3000.0)
-    record_run("recall_train_and_index", True, path=path, now=4000.0)
+    record_run("recall_train", True, path=path, now=4000.0)
     samples = read_samples(path)
-    train = (("dag", "recall_train_and_index"),)
+    train = (("dag", "recall_train"),)
     assert samples[("recall_pipeline_last_success_timestamp_seconds", train)] == 4000.0
     assert samples[("recall_pipeline_last_failure_timestamp_seconds", train)] == 2000.0
     runs = "recall_pipeline_runs_total"
-    assert samples[(runs, (("dag", "recall_train_and_index"), ("outcome", "success")))] == 2
-    assert samples[(runs, (("dag", "recall_train_and_index"), ("outcome", "failed")))] == 1
+    assert samples[(runs, (("dag", "recall_train"), ("outcome", "success")))] == 2
+    assert samples[(runs, (("dag", "recall_train"), ("outcome", "failed")))] == 1
     rebuild = (("dag", "recall_rebuild_index"),)
     assert samples[("recall_pipeline_last_success_timestamp_seconds", rebuild)] == 3000.0
     text = path.read_text()

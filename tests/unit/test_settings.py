@@ -152,7 +152,9 @@ def test_cli_paths_are_the_settings() -> None:
 def test_dag_params_are_typed_settings(dags_module: ModuleType) -> None:
     seen = set()
     for build in (
-        dags_module.recall_train_and_index,
+        dags_module.recall_train,
+        dags_module.recall_vectors,
+        dags_module.recall_index,
         dags_module.recall_rebuild_index,
         dags_module.recall_ship,
         dags_module.recall_refresh_vectors,
