@@ -10,8 +10,10 @@
 #     var/cache/containers make warm runs quick;
 #  4. the stack (Redis, two recall servers, Postgres, Airflow api-server/scheduler/
 #     dag-processor, Prometheus) on a project of its own, host ports on 127.0.0.1 only;
-#  5. every service healthy; the DAG recall_train_and_index run by Airflow's scheduler on
-#     synthetic data; both servers SERVING; tests/containers/check_stack.py from the host.
+#  5. every service healthy; the DAG chain recall_train → recall_vectors → recall_index →
+#     recall_ship run by Airflow's scheduler on synthetic data (each link scheduled by the
+#     previous link's asset event); both servers SERVING; tests/containers/check_stack.py
+#     from the host.
 # Env: KEEP_STACK=1 leaves the stack (and a daemon started here) running for inspection.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -140,34 +142,47 @@ say "Redis, Postgres, Airflow (api-server, scheduler, dag-processor), Prometheus
 
 # ---------------------------------------------------------------- 5. pipeline in Airflow
 airflow() { "${COMPOSE[@]}" exec -T airflow-scheduler airflow "$@"; }
-DAG=recall_train_and_index
+CHAIN=(recall_train recall_vectors recall_index recall_ship)  # pipelines/assets.py
+all_parsed() {
+  local listed d
+  listed=$(airflow dags list -o plain 2>/dev/null) || return 1
+  for d in "${CHAIN[@]}"; do grep -qw "$d" <<<"$listed" || return 1; done
+}
 t=$(date +%s)
-until airflow dags list -o plain 2>/dev/null | grep -q "$DAG"; do
-  [ $(( $(date +%s) - t )) -lt 240 ] || { echo "DAG $DAG never parsed" >&2; airflow dags list-import-errors >&2 || true; exit 1; }
+until all_parsed; do
+  [ $(( $(date +%s) - t )) -lt 240 ] || { echo "DAGs ${CHAIN[*]} never all parsed" >&2; airflow dags list-import-errors >&2 || true; exit 1; }
   sleep 10
 done
-# Unpausing lets the scheduler start the DAG's latest daily run (catchup=False), as it would
-# in production; a manual trigger only if it has not done so within a minute.
-say "DAG $DAG parsed; unpausing it"
-t=$(date +%s)
-airflow dags unpause "$DAG" > /dev/null
-state=""
-triggered=0
-until [ "$state" = success ]; do
-  sleep 15
-  if [ -z "$state" ] && [ $triggered = 0 ] && [ $(( $(date +%s) - t )) -gt 60 ]; then
-    say "no scheduled run yet: triggering one"
-    airflow dags trigger "$DAG" > "$LOG_DIR/trigger.log" 2>&1 || { cat "$LOG_DIR/trigger.log" >&2; exit 1; }
-    triggered=1
-  fi
-  runs=$(airflow dags list-runs "$DAG" -o json 2>/dev/null || echo '[]')
-  state=$(python3 tests/containers/run_state.py <<<"$runs")
-  [ "$state" != failed ] || { echo "DAG run failed" >&2; "${COMPOSE[@]}" logs --tail 80 airflow-scheduler >&2;
-    $DOCKER run --rm -v recall-citest_airflow-logs:/logs "two-tower-recall-pipeline:$IMAGE_TAG" sh -c 'tail -n 40 $(find /logs -name "*.log" | sort | tail -5)' >&2 || true; exit 1; }
-  [ $(( $(date +%s) - t )) -lt 900 ] || { echo "DAG run not done after 900 s (state: $state)" >&2; exit 1; }
-done
-say "Airflow ran $DAG to success in $(( $(date +%s) - t )) s"
-airflow dags pause "$DAG" > /dev/null
+# The consumers first, so the asset events find them unpaused. Unpausing recall_train lets
+# the scheduler start its latest daily run (catchup=False), as it would in production; a
+# manual trigger only if it has not done so within a minute.
+say "DAGs ${CHAIN[*]} parsed; unpausing them"
+for ((i = ${#CHAIN[@]} - 1; i >= 0; i--)); do airflow dags unpause "${CHAIN[$i]}" > /dev/null; done
+
+wait_success() {  # $1: DAG, $2: seconds; $3=trigger: trigger a run if none started in 60 s
+  local dag=$1 limit=$2 trigger=${3:-} t0 state="" triggered=0 runs
+  t0=$(date +%s)
+  until [ "$state" = success ]; do
+    sleep 15
+    if [ -z "$state" ] && [ -n "$trigger" ] && [ $triggered = 0 ] && [ $(( $(date +%s) - t0 )) -gt 60 ]; then
+      say "no scheduled run of $dag yet: triggering one"
+      airflow dags trigger "$dag" > "$LOG_DIR/trigger.log" 2>&1 || { cat "$LOG_DIR/trigger.log" >&2; exit 1; }
+      triggered=1
+    fi
+    runs=$(airflow dags list-runs "$dag" -o json 2>/dev/null || echo '[]')
+    state=$(python3 tests/containers/run_state.py <<<"$runs")
+    [ "$state" != failed ] || { echo "DAG run of $dag failed" >&2; "${COMPOSE[@]}" logs --tail 80 airflow-scheduler >&2;
+      $DOCKER run --rm -v recall-citest_airflow-logs:/logs "two-tower-recall-pipeline:$IMAGE_TAG" sh -c 'tail -n 40 $(find /logs -name "*.log" | sort | tail -5)' >&2 || true; exit 1; }
+    [ $(( $(date +%s) - t0 )) -lt "$limit" ] || { echo "$dag run not done after $limit s (state: ${state:-no run})" >&2; exit 1; }
+  done
+  say "Airflow ran $dag to success in $(( $(date +%s) - t0 )) s"
+}
+wait_success recall_train 900 trigger
+# Each later link runs only when the previous link's asset event schedules it.
+wait_success recall_vectors 300
+wait_success recall_index 600
+wait_success recall_ship 300
+for d in "${CHAIN[@]}"; do airflow dags pause "$d" > /dev/null; done
 
 t=$(date +%s)
 wait_healthy 120 recall-server-1 recall-server-2
