@@ -79,10 +79,6 @@ _RETRY: dict[str, Any] = {
 }
 # Writers of the artifact store, the Redis vectors or the fleet: one at a time across DAGs.
 _POOL = defaults.PIPELINE_POOL.value()
-_CALLBACKS: dict[str, Any] = {
-    "on_success_callback": run_metrics.on_success,
-    "on_failure_callback": run_metrics.on_failure,
-}
 
 
 def _params(*settings: defaults.Setting[Any]) -> dict[str, Param]:
@@ -144,6 +140,16 @@ SHIP_PARAMS = {
 }
 REFRESH_PARAMS = _params(defaults.ARTIFACT_ROOT, defaults.REDIS_URL)
 _START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+# What every DAG here shares: no backfill, one run at a time (runs of one DAG never
+# interleave; the store pool serialises the DAGs), and the run-outcome metrics.
+_EVERY_DAG: dict[str, Any] = {
+    "start_date": _START,
+    "catchup": False,
+    "max_active_runs": 1,
+    "tags": ["recall"],
+    "on_success_callback": run_metrics.on_success,
+    "on_failure_callback": run_metrics.on_failure,
+}
 
 
 def _latest_model_uri(artifact_root: str) -> str:
@@ -377,12 +383,8 @@ def refresh_touched_users(params: dict[str, Any] | None = None) -> int:
 @dag(
     dag_id="recall_train",
     schedule="@daily",
-    start_date=_START,
-    catchup=False,
-    max_active_runs=1,
     params=TRAIN_PARAMS,
-    tags=["recall"],
-    **_CALLBACKS,
+    **_EVERY_DAG,
 )
 def recall_train() -> None:
     validate_data() >> model_gate(train())
@@ -391,12 +393,8 @@ def recall_train() -> None:
 @dag(
     dag_id="recall_vectors",
     schedule=[MODEL],
-    start_date=_START,
-    catchup=False,
-    max_active_runs=1,
     params=VECTORS_PARAMS,
-    tags=["recall"],
-    **_CALLBACKS,
+    **_EVERY_DAG,
 )
 def recall_vectors() -> None:
     # The USER_VECTORS event (which schedules the index) waits for the histories too.
@@ -406,12 +404,8 @@ def recall_vectors() -> None:
 @dag(
     dag_id="recall_index",
     schedule=[USER_VECTORS],
-    start_date=_START,
-    catchup=False,
-    max_active_runs=1,
     params=INDEX_PARAMS,
-    tags=["recall"],
-    **_CALLBACKS,
+    **_EVERY_DAG,
 )
 def recall_index() -> None:
     build_index(embed_fresh_items(index_model()))
@@ -420,12 +414,8 @@ def recall_index() -> None:
 @dag(
     dag_id="recall_rebuild_index",
     schedule="0 2 * * *",
-    start_date=_START,
-    catchup=False,
-    max_active_runs=1,
     params=REBUILD_PARAMS,
-    tags=["recall"],
-    **_CALLBACKS,
+    **_EVERY_DAG,
 )
 def recall_rebuild_index() -> None:
     check = index_outdated()
@@ -439,12 +429,8 @@ def recall_rebuild_index() -> None:
 @dag(
     dag_id="recall_ship",
     schedule=[INDEX],
-    start_date=_START,
-    catchup=False,
-    max_active_runs=1,
     params=SHIP_PARAMS,
-    tags=["recall"],
-    **_CALLBACKS,
+    **_EVERY_DAG,
 )
 def recall_ship() -> None:
     ship() >> prune_user_vectors()
@@ -453,12 +439,8 @@ def recall_ship() -> None:
 @dag(
     dag_id="recall_refresh_vectors",
     schedule="@hourly",
-    start_date=_START,
-    catchup=False,
-    max_active_runs=1,
     params=REFRESH_PARAMS,
-    tags=["recall"],
-    **_CALLBACKS,
+    **_EVERY_DAG,
 )
 def recall_refresh_vectors() -> None:
     refresh_touched_users()
