@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,26 @@ def copy_index_as(index_dir: Path, version: str, *, corrupt: bool = False) -> Pa
         data[len(data) // 2] ^= 0xFF
         (target / "index.faiss").write_bytes(bytes(data))
     return target
+
+
+@contextmanager
+def refresher_thread(p: Pipeline) -> Iterator[None]:
+    """A real refresher (training.refresher with the pipeline's exported towers) on a
+    thread, polling every 100 ms; its user tower is loaded before this yields, so no
+    test's clock pays for it. Stopped and its Redis client closed on exit."""
+    from training.refresher import RefresherSettings, make_refresher  # TensorFlow
+
+    settings = RefresherSettings(
+        redis_url=p.redis.url, artifact_root=str(p.artifact_root), refresh_block_ms=100
+    )
+    worker = make_refresher(settings)
+    worker.model.encoder()
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        worker.client.close()

@@ -30,12 +30,12 @@ from tests.integration.harness import (
     ServerThread,
     latest,
     manifest,
+    refresher_thread,
     run_cli,
     run_pipeline,
     settings_for,
 )
 from training.item_encoder import ItemEncoder
-from training.refresher import RefresherSettings, make_refresher
 
 pytestmark = pytest.mark.integration
 
@@ -63,22 +63,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, own_redis: LocalRedis) ->
 
 @pytest.fixture(scope="module")
 def refresher(pipeline: Pipeline) -> Iterator[None]:
-    settings = RefresherSettings(
-        redis_url=pipeline.redis.url,
-        artifact_root=str(pipeline.artifact_root),
-        refresh_block_ms=100,
-    )
-    worker = make_refresher(settings)
-    worker.model.encoder()
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with refresher_thread(pipeline):
         yield
-    finally:
-        stop.set()
-        thread.join(10)
-        worker.client.close()
 
 
 @dataclass

@@ -19,8 +19,7 @@ from recall_cli.local_redis import LocalRedis, free_port
 from serving.api.recall.v1 import recall_pb2
 from serving.client import RecallClient
 from serving.server import RecallServer
-from tests.integration.harness import Pipeline, ServerThread, settings_for
-from training.refresher import RefresherSettings, make_refresher
+from tests.integration.harness import Pipeline, ServerThread, refresher_thread, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,22 +34,8 @@ def server(pipeline: Pipeline) -> Iterator[RecallServer]:
 
 @pytest.fixture(scope="module")
 def refresher(pipeline: Pipeline) -> Iterator[None]:
-    settings = RefresherSettings(
-        redis_url=pipeline.redis.url,
-        artifact_root=str(pipeline.artifact_root),
-        refresh_block_ms=100,
-    )
-    worker = make_refresher(settings)
-    worker.model.encoder()  # load the user tower before the clock of any test starts
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with refresher_thread(pipeline):
         yield
-    finally:
-        stop.set()
-        thread.join(10)
-        worker.client.close()
 
 
 @pytest.fixture()
