@@ -4,7 +4,6 @@ the shared pool, and the typed params refusing a bad run conf (parsed DAGs, noth
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -12,19 +11,14 @@ import pytest
 
 from artifacts.errors import ArtifactNotFound
 from pipelines import assets
-from pipelines.runner import DAGS_FOLDER, PipelineError, check_conf
+from pipelines.runner import PipelineError, check_conf
 from recall_settings import defaults
+from tests.unit.dag_file import load_dag_file
 
 
 @pytest.fixture(scope="module")
 def dags_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "recall_pipelines_assets", DAGS_FOLDER / "recall_pipelines.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dag_file("recall_pipelines_assets")
 
 
 def _outlets(dag: object) -> dict[str, list[str]]:

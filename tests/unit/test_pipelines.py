@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from pipelines.runner import DAGS_FOLDER, last_exception_line, progress_message
+from pipelines.runner import last_exception_line, progress_message
+from tests.unit.dag_file import load_dag_file
 
 
 @pytest.fixture(scope="module")
 def dags_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "recall_pipelines", DAGS_FOLDER / "recall_pipelines.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dag_file("recall_pipelines")
 
 
 def _edges(dag: object) -> set[tuple[str, str]]:

@@ -19,19 +19,14 @@ import typer
 
 from pipelines.runner import DAGS_FOLDER
 from recall_settings import SETTINGS, SettingError, defaults
+from tests.unit.dag_file import load_dag_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def dags_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "recall_pipelines_settings", DAGS_FOLDER / "recall_pipelines.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dag_file("recall_pipelines_settings")
 
 
 def test_env_values_are_typed_and_checked() -> None:
