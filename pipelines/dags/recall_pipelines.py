@@ -330,16 +330,6 @@ def build_index(
     return uri
 
 
-@task(outlets=[INDEX], pool=_POOL)
-def rebuild_index(
-    model_uri: str, params: dict[str, Any] | None = None, outlet_events: Any = None
-) -> str:
-    assert params is not None
-    uri = _build(model_uri, params)
-    outlet_events[INDEX].extra = {INDEX_URI: uri}
-    return uri
-
-
 @task.short_circuit
 def index_outdated(params: dict[str, Any] | None = None) -> bool:
     from serving import tasks
@@ -422,7 +412,9 @@ def recall_rebuild_index() -> None:
     model = latest_model()
     seeded = seed_histories()
     check >> [model, seeded]
-    index = rebuild_index(embed_fresh_items(load_user_vectors(model)))
+    # The chain's build task under the rebuild's own task id (the runbook names it).
+    build = build_index.override(task_id="rebuild_index")
+    index = build(embed_fresh_items(load_user_vectors(model)))
     seeded >> index
 
 
