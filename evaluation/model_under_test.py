@@ -65,6 +65,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "item-ids-only": {"use_item_features": False},
     "item-content": {"item_id_dropout": 0.5, "features": {"item": _CONTENT}},
     "item-content+lsh": {"item_id_dropout": 0.5, "features": {"item": [*_CONTENT, _LSH]}},
+    # + the content prior (training/content_prior.py): content-predicted popularity served
+    # as one more dimension, weighted against the learnt towers' z-scored score.
+    "item-content+prior": {
+        "item_id_dropout": 0.5,
+        "features": {"item": _CONTENT},
+        "content_prior_weight": 0.5,
+    },
+    "item-content+lsh+prior": {
+        "item_id_dropout": 0.5,
+        "features": {"item": [*_CONTENT, _LSH]},
+        "content_prior_weight": 0.5,
+    },
 }
 """Ablation variants: name → the training config keys it sets (on top of ``epochs``).
 

@@ -130,6 +130,17 @@ class TrainConfig(BaseModel):
         description="Largest catalogue the linear branch is fitted for (O(n³) time, O(n²) "
         "memory); a larger one trains without it and says so in the log.",
     )
+    content_prior_weight: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Weight of the content prior (training/content_prior.py: the item's "
+        "popularity as a ridge regression on its features predicts it, z-scored) against "
+        "the learnt towers' per-user z-scored score; what ranks items without interactions "
+        "by how popular their kind is. 0 turns it off; needs item features. Served vectors "
+        "gain one dimension.",
+    )
+    content_prior_l2: float = Field(1.0, gt=0, description="The content prior's ridge weight.")
     eval_k: list[int] = Field([10, 50, 100], description="Cut-offs for held-out metrics.")
     seed: int = Field(0, description="Seed for initialisation, dropout and shuffling.")
     verbose: int = Field(0, ge=0, le=2, description="Keras progress output (1 = bar).")

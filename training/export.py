@@ -122,10 +122,12 @@ def export_item_tower(tower: ItemTower, features: Sequence[FittedFeature], path:
     def serve(indices: tf.Tensor) -> tf.Tensor:
         ids = tf.zeros(tf.shape(indices)[:1], dtype=tf.int64)
         parts = [tower.id_embedding(ids)]
+        blocks = []
         if tower.features is not None:
             start = 0
             for width, embedding in zip(widths, tower.features.embeddings, strict=True):
                 block = indices[:, start : start + width]
+                blocks.append(block)
                 parts.append(masked_mean(embedding(block), block))
                 start += width
         inputs = tf.concat(parts, axis=-1)
@@ -133,11 +135,17 @@ def export_item_tower(tower: ItemTower, features: Sequence[FittedFeature], path:
         if tower.bias is not None:
             # As ItemTower.call: the bias rides in one extra dimension.
             vectors = tf.concat([vectors, tower.config.temperature * tower.bias(inputs)], -1)
-        if tower.linear_on and tower.linear_rows is not None:
+        if not tower.blend_on:
+            return vectors
+        served = [vectors]
+        if tower.linear_rows is not None:
             # As ItemTower.call: an item without interactions has no linear-branch row.
             zeros = tf.zeros([tf.shape(vectors)[0], tower.linear_rank], dtype=vectors.dtype)
-            vectors = tf.concat([zeros, vectors], axis=-1)
-        return vectors
+            served.insert(0, zeros)
+        if tower.has_prior:
+            # As ItemTower.call: the content prior from the same feature indices.
+            served.append(tower.prior_of_blocks(blocks))
+        return tf.concat(served, axis=-1)
 
     module = tf.Module()
     module.tower_variables = list(tower.variables)

@@ -12,6 +12,13 @@ Both emit ``[batch, dim]`` float32 of unit norm: a dot product of a user and an 
 is their cosine similarity. With ``item_bias`` both get one more dimension (user: 1, item:
 temperature × a bias learnt from the item's inputs), so the inner product also carries the
 item's learnt popularity, which is what ranks items that have no interactions yet.
+
+After training, two closed-form parts may be *blended* in (``attach_blend``; the towers then
+return the served vectors): the linear branch (``training/linear_branch.py``, leading
+dimensions) and the content prior (``training/content_prior.py``, one trailing dimension).
+Each part is z-scored per user over the catalogue, so the served vectors are
+``user = [lin/σ_lin, w·learnt/σ_learnt, w·w_prior]`` and
+``item = [Q[j], learnt(j), prior(j)]`` (``w`` = ``linear_weight`` with the branch, else 1).
 Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary id, missing feature value,
 history padding).
 """
@@ -26,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.config import TrainConfig
+from training.content_prior import ContentPrior
 from training.features import FittedFeature
 from training.linear_branch import LinearBranch, item_covariance
 from training.retrieval_task import retrieval_loss
@@ -133,7 +141,7 @@ class ItemTower(keras.Model):
             else None
         )
         # The closed-form linear branch's item table (training/linear_branch.py): zeros
-        # until attach_linear_branch fills it after training; only then does call use it.
+        # until attach_blend fills it after training; only then does call use it.
         self.linear_rank = min(config.linear_rank, len(item_ids))
         self.linear_rows = (
             self.add_weight(
@@ -145,11 +153,39 @@ class ItemTower(keras.Model):
             if self.linear_rank
             else None
         )
-        self.linear_on = False
+        # The content prior's per-feature weights (training/content_prior.py): zeros until
+        # attach_blend fills them; only with item features and a prior weight.
+        self.prior_weights: list[keras.Variable] = []
+        self.prior_offset: keras.Variable | None = None
+        if config.content_prior_weight > 0 and features:
+            self.prior_weights = [
+                self.add_weight(
+                    name=f"prior_{f.name}", shape=(f.size,), initializer="zeros", trainable=False
+                )
+                for f in features
+            ]
+            self.prior_offset = self.add_weight(
+                name="prior_offset", shape=(1,), initializer="zeros", trainable=False
+            )
+        self.blend_on = False
+
+    @property
+    def has_prior(self) -> bool:
+        return self.prior_offset is not None
 
     def build(self, input_shape: Any = None) -> None:
         """Sub-layers build on their first call (shapes are known only then)."""
         self.built = True
+
+    def prior_of_blocks(self, blocks: Sequence[tf.Tensor]) -> tf.Tensor:
+        """The content prior [B, 1] of items given by their feature index blocks (one
+        [B, width] int block per feature, in feature order)."""
+        assert self.prior_offset is not None
+        total = tf.zeros([tf.shape(blocks[0])[0], 1]) + self.prior_offset
+        for weights, block in zip(self.prior_weights, blocks, strict=True):
+            values = tf.gather(weights, tf.cast(block, tf.int64))[..., tf.newaxis]
+            total += _masked_mean(values, block)
+        return total
 
     def call(self, items: tf.Tensor, training: bool = False) -> tf.Tensor:
         ids = tf.gather(self.id_rows, tf.cast(items, tf.int64))
@@ -165,10 +201,16 @@ class ItemTower(keras.Model):
             # The bias rides in one extra dimension that meets the user vector's constant
             # 1: u·v / T + b = [u, 1]·[v, T·b] / T, so an inner-product index serves it.
             vectors = tf.concat([vectors, self.config.temperature * self.bias(inputs)], -1)
-        if not self.linear_on or self.linear_rows is None:
+        if not self.blend_on:
             return vectors
-        linear = tf.gather(self.linear_rows, tf.cast(items, tf.int64))
-        return tf.concat([linear, vectors], axis=-1)
+        parts = [vectors]
+        if self.linear_rows is not None:
+            parts.insert(0, tf.gather(self.linear_rows, tf.cast(items, tf.int64)))
+        if self.has_prior:
+            assert self.features is not None
+            rows = tf.cast(items, tf.int64)
+            parts.append(self.prior_of_blocks([tf.gather(t, rows) for t in self.features.tables]))
+        return tf.concat(parts, axis=-1)
 
     def embed_ids(self, ids: tf.Tensor) -> tf.Tensor:
         return self(self.lookup(ids))
@@ -217,8 +259,8 @@ class UserTower(keras.Model):
             else None
         )
         self.head = _head(config.hidden_units, config.embedding_dim, "user_head")
-        # The linear branch's user table and the two parts' item covariances (z-scoring):
-        # zeros until attach_linear_branch fills them after training.
+        # The linear branch's user table and the parts' item covariances (z-scoring): zeros
+        # until attach_blend fills them after training.
         rank, tt_dim = item_tower.linear_rank, config.embedding_dim + int(config.item_bias)
         self.linear_rows: keras.Variable | None = None
         self.linear_cov: keras.Variable | None = None
@@ -227,8 +269,10 @@ class UserTower(keras.Model):
             n_rows = int(item_tower.linear_rows.shape[0])
             self.linear_rows = self._constant("linear_user_rows", (n_rows, rank))
             self.linear_cov = self._constant("linear_cov", (rank, rank))
+        self.has_prior = item_tower.has_prior
+        if self.linear_rows is not None or self.has_prior:
             self.learnt_cov = self._constant("learnt_cov", (tt_dim, tt_dim))
-        self.linear_on = False
+        self.blend_on = False
 
     def _constant(self, name: str, shape: tuple[int, int]) -> keras.Variable:
         return self.add_weight(name=name, shape=shape, initializer="zeros", trainable=False)
@@ -239,30 +283,31 @@ class UserTower(keras.Model):
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         vectors = self._learnt(inputs, training)
-        if not self.linear_on or self.linear_rows is None:
+        if not self.blend_on:
             return vectors
-        return self._with_linear(vectors, inputs["history"])
+        return self._blended(vectors, inputs["history"])
 
-    def _with_linear(self, learnt: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
-        """[lin/σ_lin, w·learnt/σ_learnt], unit norm (training/linear_branch.py): both
-        parts z-scored per user over the catalogue, as one inner product."""
-        assert self.linear_rows is not None
-        assert self.linear_cov is not None and self.learnt_cov is not None
-        rows = tf.gather(self.linear_rows, tf.cast(history, tf.int64))  # [B, H, r]
-        linear = tf.reduce_sum(rows, axis=1)
+    def _blended(self, learnt: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """[lin/σ_lin, w·learnt/σ_learnt, w·w_prior], unit norm: every part z-scored per
+        user over the catalogue, as one inner product (module docstring)."""
+        assert self.learnt_cov is not None
 
         def scaled(v: tf.Tensor, cov: tf.Tensor) -> tf.Tensor:
             sigma = tf.sqrt(tf.reduce_sum(tf.matmul(v, cov) * v, axis=-1, keepdims=True))
             return tf.math.divide_no_nan(v, sigma)
 
-        combined = tf.concat(
-            [
-                scaled(linear, self.linear_cov),
-                self.config.linear_weight * scaled(learnt, self.learnt_cov),
-            ],
-            axis=-1,
-        )
-        return tf.math.l2_normalize(combined, axis=-1)
+        parts = []
+        weight = 1.0
+        if self.linear_rows is not None:
+            assert self.linear_cov is not None
+            rows = tf.gather(self.linear_rows, tf.cast(history, tf.int64))  # [B, H, r]
+            parts.append(scaled(tf.reduce_sum(rows, axis=1), self.linear_cov))
+            weight = self.config.linear_weight
+        parts.append(weight * scaled(learnt, self.learnt_cov))
+        if self.has_prior:
+            prior = weight * self.config.content_prior_weight
+            parts.append(tf.fill([tf.shape(learnt)[0], 1], tf.cast(prior, learnt.dtype)))
+        return tf.math.l2_normalize(tf.concat(parts, axis=-1), axis=-1)
 
     def _learnt(self, inputs: Mapping[str, tf.Tensor], training: bool) -> tf.Tensor:
         users = inputs["user"]
@@ -356,21 +401,41 @@ class TwoTowerModel(keras.Model):
         return [self.loss_tracker]
 
 
-def attach_linear_branch(user: UserTower, item: ItemTower, branch: LinearBranch) -> None:
-    """Fill both towers' linear-branch tables from ``branch`` and switch it on: from now on
-    the towers return [linear, learnt] vectors (training/linear_branch.py). Call after
-    training; the learnt item covariance is taken from the item tower as it is now."""
-    if user.linear_rows is None or item.linear_rows is None:
+def attach_blend(
+    user: UserTower,
+    item: ItemTower,
+    branch: LinearBranch | None = None,
+    prior: ContentPrior | None = None,
+) -> None:
+    """Fill the towers' closed-form parts and switch the blend on: from now on the towers
+    return the served vectors (module docstring). Call after training; the learnt item
+    covariance is taken from the item tower as it is now.
+
+    A part the towers were built with but not given here (``None``) stays all zeros: its
+    dimensions are served, and score nothing.
+    """
+    if branch is not None and (user.linear_rows is None or item.linear_rows is None):
         raise ValueError("the towers were built without a linear branch (linear_rank 0)")
-    assert user.linear_cov is not None and user.learnt_cov is not None
-    item.linear_on = user.linear_on = False
-    n_items = int(item.linear_rows.shape[0]) - 1
+    if prior is not None and not item.has_prior:
+        raise ValueError("the towers were built without a content prior")
+    if user.learnt_cov is None:
+        raise ValueError("the towers were built without any part to blend")
+    item.blend_on = user.blend_on = False
+    n_items = int(np.asarray(item.id_rows).shape[0]) - 1
     learnt = np.asarray(item(tf.range(1, n_items + 1, dtype=tf.int64)), dtype=np.float64)
     trained = np.asarray(item.id_rows)[1:] > 0
-    item.linear_rows.assign(branch.item_rows)
-    user.linear_rows.assign(branch.user_rows)
-    user.linear_cov.assign(branch.item_cov.astype(np.float32))
+    if branch is not None:
+        assert item.linear_rows is not None and user.linear_rows is not None
+        assert user.linear_cov is not None
+        item.linear_rows.assign(branch.item_rows)
+        user.linear_rows.assign(branch.user_rows)
+        user.linear_cov.assign(branch.item_cov.astype(np.float32))
+    if prior is not None:
+        assert item.prior_offset is not None
+        for variable, weights in zip(item.prior_weights, prior.weights, strict=True):
+            variable.assign(weights)
+        item.prior_offset.assign(np.array([prior.offset], dtype=np.float32))
     user.learnt_cov.assign(
         item_covariance(learnt[trained] if trained.any() else learnt).astype(np.float32)
     )
-    item.linear_on = user.linear_on = True
+    item.blend_on = user.blend_on = True

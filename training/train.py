@@ -26,12 +26,13 @@ import pandas as pd
 import tensorflow as tf
 
 from training.config import TrainConfig
+from training.content_prior import fit_content_prior
 from training.data.schema import Dataset
 from training.evaluation import leave_last_out, popularity_recall_at_k, ranking_metrics
 from training.features import FittedFeature, encode_table, fit_features
 from training.histories import latest_histories
 from training.linear_branch import fit_linear_branch
-from training.model import ItemTower, TwoTowerModel, UserTower, attach_linear_branch
+from training.model import ItemTower, TwoTowerModel, UserTower, attach_blend
 
 log = logging.getLogger(__name__)
 
@@ -390,16 +391,37 @@ def _linear_branch_wanted(config: TrainConfig, n_items: int) -> bool:
     return True
 
 
-def _attach_linear(
-    towers: Towers, interactions: pd.DataFrame, vocab: Vocabulary, config: TrainConfig
+def _attach_blend(
+    towers: Towers,
+    interactions: pd.DataFrame,
+    vocab: Vocabulary,
+    config: TrainConfig,
+    linear: bool,
 ) -> None:
+    """Fit the closed-form parts on ``interactions`` and blend them into the towers."""
     started = time.perf_counter()
-    branch = fit_linear_branch(interactions, vocab.item_ids, config.linear_rank, config.linear_l2)
-    attach_linear_branch(towers.user, towers.item, branch)
+    branch = (
+        fit_linear_branch(interactions, vocab.item_ids, config.linear_rank, config.linear_l2)
+        if linear
+        else None
+    )
+    prior = None
+    if towers.item.has_prior:
+        counts = interactions["item_id"].value_counts().reindex(vocab.item_ids).fillna(0)
+        prior = fit_content_prior(
+            vocab.item_features,
+            vocab.item_feature_table,
+            counts.to_numpy(dtype=np.float64),
+            counts.to_numpy() > 0,
+            config.content_prior_l2,
+        )
+        if prior is None:
+            log.warning("content prior off: the item features predict no popularity spread")
+    attach_blend(towers.user, towers.item, branch, prior)
     log.info(
-        "linear branch: rank %d, λ %g, %.1f s",
-        branch.rank,
-        config.linear_l2,
+        "blended parts: linear branch %s, content prior %s (%.1f s)",
+        f"rank {branch.rank}, λ {config.linear_l2:g}" if branch is not None else "off",
+        f"weight {config.content_prior_weight:g}" if prior is not None else "off",
         time.perf_counter() - started,
     )
 
@@ -417,6 +439,7 @@ def train_two_tower(
     validation = HeldOut.build(val_split.train, val_split.test, vocab, length)
     test = HeldOut.build(test_split.train, test_split.test, vocab, length)
     linear = _linear_branch_wanted(config, len(vocab.item_ids))
+    blend = linear or (config.content_prior_weight > 0 and bool(vocab.item_features))
 
     towers, progress = _fit(
         val_split.train, vocab, config, config.epochs, validation, on_epoch, "validate"
@@ -432,11 +455,12 @@ def train_two_tower(
         **score_held_out(towers, test, n_items, config.eval_k, ""),
         **popularity_recall_at_k(test_split.train, test_split.test, config.eval_k),
     }
-    if linear:
-        # The test metrics are the served model's: learnt towers plus a linear branch
-        # fitted on the same interactions; the learnt towers alone keep a "learnt_" prefix.
+    if blend:
+        # The test metrics are the served model's: learnt towers plus the closed-form
+        # parts fitted on the same interactions; the learnt towers alone keep a "learnt_"
+        # prefix.
         metrics.update({f"learnt_{k}": metrics[k] for k in list(metrics) if "@" in k})
-        _attach_linear(towers, test_split.train, vocab, config)
+        _attach_blend(towers, test_split.train, vocab, config, linear)
         metrics.update(score_held_out(towers, test, n_items, config.eval_k, ""))
     train_interactions = len(val_split.train)
     fitted_on = val_split.train
@@ -445,8 +469,8 @@ def train_two_tower(
         curve.extend(progress.curve)
         train_interactions = len(interactions)
         fitted_on = interactions
-    if linear:
-        _attach_linear(towers, fitted_on, vocab, config)
+    if blend:
+        _attach_blend(towers, fitted_on, vocab, config, linear)
     seconds = time.perf_counter() - started
     examples = sum(
         (len(val_split.train) if p["stage"] == "validate" else len(interactions)) for p in curve

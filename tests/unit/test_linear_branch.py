@@ -102,11 +102,11 @@ def test_served_scores_are_the_z_scored_sum_of_both_parts(
     assert {"recall@10", "learnt_recall@10"} <= set(model.metrics)
 
     # The same users scored by each part on its own, z-scored over the catalogue.
-    model.user_tower.linear_on = model.item_tower.linear_on = False
+    model.user_tower.blend_on = model.item_tower.blend_on = False
     try:
         learnt_users, learnt_items = model.user_vectors(), model.item_vectors()
     finally:
-        model.user_tower.linear_on = model.item_tower.linear_on = True
+        model.user_tower.blend_on = model.item_tower.blend_on = True
     index = {item: i + 1 for i, item in enumerate(model.item_ids)}
     rows = np.asarray(model.user_tower.linear_rows)
     linear_users = np.stack([rows[[index[i] for i in h]].sum(axis=0) for h in model.histories])
