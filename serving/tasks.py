@@ -14,7 +14,8 @@ from artifacts.errors import ArtifactNotFound
 from artifacts.signing import signer_from_env
 from artifacts.store import ArtifactStore, open_uri, split_uri
 from keyspace.catalogue_items import DENY_SET, NEW_ITEMS, decode_ids, fresh_vectors_key
-from keyspace.connection import SyncRedis, make_client
+from keyspace.connection import REDIS_ERRORS, SyncRedis, make_client
+from keyspace.user_vectors import meta_key
 from serving.catalogue_fold import (
     CatalogueChanges,
     fold,
@@ -31,6 +32,7 @@ from serving.user_vectors import (
     delete_user_vectors,
     load_user_vectors,
     loaded_model_versions,
+    vectors_load_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,48 @@ log = logging.getLogger(__name__)
 class StaleModel(RuntimeError):
     """The model an index was built from is no longer ``models/LATEST`` (a newer model was
     promoted while the index was being built): publishing it would roll servers back."""
+
+
+class UserVectorsNotLoaded(RuntimeError):
+    """A model's user vectors are not (completely) in Redis: an index of that model would
+    serve no user from their vector (every call falls back). Not retryable: someone has
+    to load them (``recall_vectors``) first."""
+
+
+def check_user_vectors(model_uri: str, redis_url: str) -> int:
+    """Check that the user vectors of the model at ``model_uri`` are loaded in Redis: its
+    meta key ``recall:uvmeta:<model_version>`` exists and records at least the model's user
+    count (manifest ``user_count``, else ``user_ids.json``). One GET; the artifact's files
+    are not checksummed here (``build_index`` does that). Returns the model's user count.
+
+    Raises:
+        UserVectorsNotLoaded: not loaded, or an incomplete load; the message names the
+            version, what Redis holds and the fix.
+        BackendUnavailable: Redis cannot be reached (retryable).
+    """
+    model = open_model_artifact(open_uri(model_uri), verify=False)
+    declared = model.manifest.get("user_count")
+    expected = declared if isinstance(declared, int) else len(model.user_ids())
+    client = _connect(redis_url)
+    try:
+        meta_raw = client.get(meta_key(model.model_version))
+    except REDIS_ERRORS as exc:
+        raise BackendUnavailable(
+            f"checking the user vectors of model {model.model_version} in Redis failed: {exc}"
+        ) from exc
+    finally:
+        client.close()
+    problem = vectors_load_problem(meta_raw, expected)
+    if problem is not None:
+        raise UserVectorsNotLoaded(
+            f"the user vectors of model {model.model_version} are not loaded in Redis: "
+            f"found {problem}; an index of it would serve every user the fallback. "
+            f"Trigger recall_vectors with model_uri={model_uri} first (it schedules "
+            f"recall_index), or run `recall vectors load --model-version "
+            f"{model.model_version}` and re-run recall_index"
+        )
+    log.info("user vectors of model %s are loaded (%d users)", model.model_version, expected)
+    return expected
 
 
 def build_index(

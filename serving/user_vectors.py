@@ -57,6 +57,7 @@ __all__ = [
     "loaded_model_versions",
     "meta_key",
     "user_vector_key",
+    "vectors_load_problem",
 ]
 
 
@@ -136,6 +137,34 @@ def loaded_model_versions(client: SyncRedis) -> list[str]:
     return sorted(
         key[len(prefix) :].decode() for key in client.scan_iter(prefix + b"*", count=1000)
     )
+
+
+def vectors_load_problem(meta_raw: bytes | str | None, expected_count: int) -> str | None:
+    """What is wrong with a model's user-vector load, judged by its meta key's raw value
+    (``meta_raw``; None when the key is absent) against the model's user count, or None
+    when the load completed.
+
+    A count at or above ``expected_count`` passes: the same rule as the server's vector
+    repair (``serving.vector_repair.assess``), so a load the repair calls complete is never
+    refused here (and one it would repair is). A meta value without ``count`` passes on
+    its presence alone (the key is written last, after every vector).
+    """
+    if meta_raw is None:
+        return "no completed load (the meta key is absent: never loaded, pruned or flushed)"
+    try:
+        meta = json.loads(meta_raw)
+    except ValueError:
+        return f"an unreadable meta value {meta_raw[:80]!r} (not the documented JSON)"
+    if not isinstance(meta, dict):
+        return f"an unreadable meta value {meta_raw[:80]!r} (not a JSON object)"
+    if "count" not in meta:
+        return None
+    count = meta["count"]
+    if not isinstance(count, int) or isinstance(count, bool):
+        return f"an unreadable meta value: count {count!r} is not an integer"
+    if count < expected_count:
+        return f"a load of {count} users, but the model has {expected_count}"
+    return None
 
 
 def delete_user_vectors(client: SyncRedis, model_version: str, batch_size: int = 1000) -> int:

@@ -10,12 +10,14 @@ one DAG per link, each scheduled on the asset the previous link emits.
 - ``recall_vectors`` (``schedule=[MODEL]``): seed the users' history lists
   (``recall:hist:<user_id>``) from the data the model was trained on, load the model's
   user vectors into Redis, then emit ``USER_VECTORS`` (``model_uri``).
-- ``recall_index`` (``schedule=[USER_VECTORS]``): embed the items added since training,
-  build, gate and publish the IVF-PQ index of that model (``INDEX``, ``index_uri``).
-  Vectors load in the previous link, so a server that hot-swaps to the new index finds its
-  model's vectors. The index is promoted only if its model is still ``models/LATEST`` when
-  the build ends (``StaleModel``: skipped, no event), so a lagging link never rolls back a
-  newer model.
+- ``recall_index`` (``schedule=[USER_VECTORS]``): check that the model's user vectors are
+  in Redis (``check_user_vectors``: a manual run on a model whose vectors were never loaded
+  fails there, naming the fix, and publishes nothing), embed the items added since
+  training, build, gate and publish the IVF-PQ index of that model (``INDEX``,
+  ``index_uri``). Vectors load in the previous link, so a server that hot-swaps to the new
+  index finds its model's vectors. The index is promoted only if its model is still
+  ``models/LATEST`` when the build ends (``StaleModel``: skipped, no event), so a lagging
+  link never rolls back a newer model.
 - ``recall_ship`` (``schedule=[INDEX]``: every published index schedules it): ship the index
   of the triggering event (``serving.fleet.ship_published``) → delete user vectors that no
   recent index needs. With a fleet configured (``fleet``, env ``RECALL_FLEET``) the index
@@ -60,7 +62,7 @@ import logging
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pipelines import run_metrics
 from pipelines.asset_events import announced
@@ -280,9 +282,26 @@ def seed_histories(
 # ---------------------------------------------------------------- recall_index
 @task
 def index_model(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> str:
-    """The model to index (its vectors are in Redis: the USER_VECTORS event said so)."""
+    """The model to index (the USER_VECTORS event's, else the conf's or models/LATEST)."""
     assert params is not None
     return model_to_use(params, triggering_asset_events, USER_VECTORS)
+
+
+@task(**_RETRY)
+def check_user_vectors(model_uri: str, params: dict[str, Any] | None = None) -> str:
+    """Refuse to index a model whose user vectors are not (completely) in Redis: a manual
+    run (conf ``model_uri``, or models/LATEST) on a model ``recall_vectors`` never loaded
+    would ship an index that serves every user the fallback. Redis unreachable: retried
+    like the other Redis tasks."""
+    from serving import tasks
+
+    assert params is not None
+    try:
+        tasks.check_user_vectors(model_uri, params["redis_url"])
+    except tasks.UserVectorsNotLoaded as exc:
+        # Failed without retries: only a recall_vectors run changes the answer.
+        raise AirflowFailException(str(exc)) from exc
+    return model_uri
 
 
 @task
@@ -398,7 +417,7 @@ def recall_vectors() -> None:
     **_EVERY_DAG,
 )
 def recall_index() -> None:
-    build_index(embed_fresh_items(index_model()))
+    build_index(embed_fresh_items(check_user_vectors(index_model())))
 
 
 @dag(
@@ -412,7 +431,8 @@ def recall_rebuild_index() -> None:
     model = latest_model()
     seeded = seed_histories()
     check >> [model, seeded]
-    # The chain's build task under the rebuild's own task id (the runbook names it).
+    # The chain's build task under the rebuild's own task id (the runbook names it). No
+    # check_user_vectors here: load_user_vectors, upstream of the build, loads them.
     build = build_index.override(task_id="rebuild_index")
     index = build(embed_fresh_items(load_user_vectors(model)))
     seeded >> index

@@ -79,7 +79,8 @@ def test_the_links_tasks_in_order(dags_module: ModuleType) -> None:
         ("seed_histories", "load_user_vectors"),
     }
     assert edges(dags_module.recall_index()) == {
-        ("index_model", "embed_fresh_items"),
+        ("index_model", "check_user_vectors"),
+        ("check_user_vectors", "embed_fresh_items"),
         ("embed_fresh_items", "build_index"),
     }
     assert edges(dags_module.recall_ship()) == {("ship", "prune_user_vectors")}

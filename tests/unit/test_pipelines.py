@@ -88,6 +88,7 @@ def test_idempotent_tasks_retry_and_every_run_reports_its_outcome(
         for task_id, task in dag.task_dict.items():
             idempotent = task_id in {
                 "load_user_vectors",
+                "check_user_vectors",
                 "embed_fresh_items",
                 "seed_histories",
                 "prune_user_vectors",
