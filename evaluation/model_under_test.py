@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "temperature": 0.1,
         "hidden_units": [256],
     },
+    "default+prior": {"content_prior_weight": 0.5},
     "holdout-fit": {"final_fit": "holdout"},
     "all-data-fit": {"final_fit": "all"},
     # P3 ablation (cold items): the item tower's inputs; the user tower stays the default.
