@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RECALL_HOME ?= $(CURDIR)/var
 
 .PHONY: help venv demo test test-unit test-integration serve lint proto proto-check lock \
-        redis-install redis-up redis-down bench gpu clean image image-locks image-locks-check \
+        redis-install promtool-install redis-up redis-down bench gpu clean image image-locks image-locks-check \
         test-containers
 
 help:  ## list targets
@@ -27,6 +27,9 @@ venv: $(STAMP)  ## create/refresh the virtual environment from the lock file
 redis-install:  ## install Debian's redis-server if missing (apt-get)
 	@scripts/ensure_redis.sh
 
+promtool-install:  ## install promtool (Debian's prometheus package) if missing: the alert-rule tests use it
+	@scripts/ensure_command.sh promtool prometheus
+
 redis-up: $(STAMP) redis-install  ## start the project-local Redis (127.0.0.1:6390, data in var/redis)
 	$(VENV)/bin/recall redis start
 
@@ -41,8 +44,8 @@ serve: $(STAMP) redis-up  ## serve the latest index (RECALL_PORT=50051, RECALL_A
 	trap 'kill $$refresher 2>/dev/null; wait $$refresher 2>/dev/null' EXIT; \
 	$(VENV)/bin/recall serve
 
-test: $(STAMP) redis-install  ## unit + integration tests (real Redis, gRPC server, Airflow)
-	$(PY) -m pytest -q tests
+test: $(STAMP) redis-install promtool-install  ## unit + integration tests (real Redis, gRPC server, Airflow, promtool)
+	RECALL_REQUIRE_PROMTOOL=1 $(PY) -m pytest -q tests
 
 test-unit: $(STAMP)  ## fast tests of pure logic only
 	$(PY) -m pytest -q tests/unit
