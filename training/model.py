@@ -15,7 +15,8 @@ item's learnt popularity, which is what ranks items that have no interactions ye
 
 After training, two closed-form parts may be *blended* in (``attach_blend``; the towers then
 return the served vectors): the linear branch (``training/linear_branch.py``, leading
-dimensions) and the content prior (``training/content_prior.py``, one trailing dimension).
+dimensions) and the content prior (``training/content_prior.py``, one trailing dimension,
+non-zero for items without interactions only).
 Each part is z-scored per user over the catalogue, so the served vectors are
 ``user = [lin/σ_lin, w·learnt/σ_learnt, w·w_prior]`` and
 ``item = [Q[j], learnt(j), prior(j)]`` (``w`` = ``linear_weight`` with the branch, else 1).
@@ -207,9 +208,14 @@ class ItemTower(keras.Model):
         if self.linear_rows is not None:
             parts.insert(0, tf.gather(self.linear_rows, tf.cast(items, tf.int64)))
         if self.has_prior:
+            # Only items without interactions (they read the unknown id row) carry the
+            # prior: for the others the towers know better, and a popularity prior on
+            # them costs a third of P2's Recall@10 (docs/quality.md).
             assert self.features is not None
             rows = tf.cast(items, tf.int64)
-            parts.append(self.prior_of_blocks([tf.gather(t, rows) for t in self.features.tables]))
+            prior = self.prior_of_blocks([tf.gather(t, rows) for t in self.features.tables])
+            cold = tf.cast(tf.equal(tf.gather(self.id_rows, rows), 0), prior.dtype)
+            parts.append(prior * cold[:, tf.newaxis])
         return tf.concat(parts, axis=-1)
 
     def embed_ids(self, ids: tf.Tensor) -> tf.Tensor:
