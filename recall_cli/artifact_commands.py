@@ -222,17 +222,42 @@ def index_build(
         float, typer.Option(help="Quality gate: minimum ANN recall@10 and @100 vs exact.")
     ] = DEFAULT_MIN_RECALL,
     cpu: Annotated[bool, typer.Option(help="Build on CPU even if a GPU is present.")] = False,
+    redis_url: RedisUrl = paths.default_redis_url(),
+    use_redis: Annotated[
+        bool,
+        typer.Option(
+            "--redis/--no-redis",
+            help="Check that the model's user vectors are loaded in Redis, and fold the "
+            "catalogue changes (items added, takedowns) in, as the pipeline does; "
+            "--no-redis builds from the model alone.",
+        ),
+    ] = True,
 ) -> None:
     """Build, gate and publish an IVF-PQ index for a model."""
     from artifacts.checksums import MANIFEST_NAME
     from artifacts.store import ArtifactStore
     from serving import tasks
+    from serving.errors import BackendUnavailable
     from serving.index.artifact import INDEX_KIND, IndexManifest
 
     store = ArtifactStore(artifact_root)
     model_uri = store.uri("models", store.resolve("models", model_version))
+    if use_redis:
+        try:
+            # An index of a model with no vectors in Redis would serve every user the
+            # fallback once LATEST moves to it: refuse, as the pipeline's recall_index does.
+            tasks.check_user_vectors(model_uri, redis_url)
+        except (tasks.UserVectorsNotLoaded, BackendUnavailable) as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            err.print("(`recall vectors load` loads them; --no-redis builds without the check)")
+            raise typer.Exit(1) from None
     stage(f"building index for {model_uri}")
-    uri = tasks.build_index(model_uri, min_recall=min_recall, allow_gpu=not cpu)
+    uri = tasks.build_index(
+        model_uri,
+        min_recall=min_recall,
+        allow_gpu=not cpu,
+        redis_url=redis_url if use_redis else None,
+    )
     manifest = IndexManifest.model_validate_json(
         (store.local_dir(INDEX_KIND, Path(uri).name) / MANIFEST_NAME).read_text()
     )

@@ -17,6 +17,7 @@ from serving import tasks
 from serving.errors import BackendUnavailable
 from serving.model_artifact import open_model_artifact
 from serving.user_vectors import load_user_vectors, meta_key
+from tests.integration.harness import latest, run_cli
 from tests.unit.helpers import write_model_artifact
 
 pytestmark = pytest.mark.integration
@@ -78,3 +79,30 @@ def test_an_unreachable_redis_is_a_retryable_backend_error(model_uri: str) -> No
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(BackendUnavailable, match=f"user vectors of model {VERSION}"):
         tasks.check_user_vectors(model_uri, url)
+
+
+def test_recall_index_build_refuses_until_the_vectors_are_loaded(
+    model_uri: str, redis_db: tuple[str, redis.Redis], tmp_path: Path
+) -> None:
+    """The CLI's manual build checks as recall_index does; --no-redis builds without it."""
+    url, _ = redis_db
+    root = str(tmp_path / "artifacts")
+    build = ["index", "build", "--artifact-root", root, "--redis-url", url, "--min-recall", "0"]
+    refused = run_cli(build, tmp_path)
+    assert refused.returncode == 1
+    assert f"user vectors of model {VERSION} are not loaded" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "artifacts" / "indexes").exists()  # nothing published
+
+    loaded = run_cli(["vectors", "load", "--artifact-root", root, "--redis-url", url], tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    built = run_cli(build, tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert latest(tmp_path / "artifacts", "indexes").is_dir()
+
+    # Without Redis at all: no check, no fold, still a gated, published index.
+    offline = [*build[:-4], "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--no-redis"]
+    assert run_cli([*offline, "--min-recall", "0"], tmp_path).returncode == 0
+    unreachable = run_cli([*offline[:-1], "--min-recall", "0"], tmp_path)
+    assert unreachable.returncode == 1
+    assert "--no-redis builds without the check" in unreachable.stderr
