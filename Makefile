@@ -27,8 +27,8 @@ venv: $(STAMP)  ## create/refresh the virtual environment from the lock file
 redis-install:  ## install Debian's redis-server if missing (apt-get)
 	@scripts/ensure_redis.sh
 
-promtool-install:  ## install promtool (Debian's prometheus package) if missing: the alert-rule tests use it
-	@scripts/ensure_command.sh promtool prometheus
+promtool-install: $(STAMP)  ## promtool for the alert-rule tests: the system's, else unpacked from Debian's prometheus package into .venv/bin
+	@scripts/ensure_promtool.sh $(VENV)/bin
 
 redis-up: $(STAMP) redis-install  ## start the project-local Redis (127.0.0.1:6390, data in var/redis)
 	$(VENV)/bin/recall redis start

@@ -1,6 +1,6 @@
 """The Prometheus alert rules pass their own unit tests (``promtool test rules``).
 
-``make test`` installs promtool (Debian's ``prometheus`` package) and sets
+``make test`` fetches promtool (from Debian's ``prometheus`` package, into .venv/bin) and sets
 ``RECALL_REQUIRE_PROMTOOL=1``, so there a missing promtool fails instead of skipping.
 """
 
@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ PROMETHEUS = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 
 
 def _promtool() -> str:
-    found = shutil.which("promtool")
+    """The system's promtool, else the one ``make promtool-install`` put beside Python."""
+    beside = Path(sys.executable).parent / "promtool"
+    found = shutil.which("promtool") or (str(beside) if beside.is_file() else None)
     if found is None:
         if os.environ.get("RECALL_REQUIRE_PROMTOOL") == "1":
             pytest.fail("promtool is missing (make promtool-install: apt-get install prometheus)")
