@@ -33,7 +33,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 # Heavy packages only the training pipeline (or plotting in `recall evaluate`) imports.
-PIPELINE_ONLY = {"tensorflow-cpu", "apache-airflow", "matplotlib", "grpcio-tools"}
+PIPELINE_ONLY = {"tensorflow-cpu", "apache-airflow", "matplotlib", "grpcio-tools", "scipy"}
 # Imported by the server when installed or configured, though nothing requires them.
 OPTIONAL_IMPORTS = {"uvloop", "hiredis", "pyyaml"}
 
