@@ -59,6 +59,11 @@ class ModelArtifact:
     def user_ids(self) -> list[str]:
         return [str(u) for u in json.loads((self.path / "user_ids.json").read_text())]
 
+    def user_count(self) -> int:
+        """The model's users: the manifest's ``user_count``, else ``user_ids.json``'s length."""
+        declared = self.manifest.get("user_count")
+        return declared if isinstance(declared, int) else len(self.user_ids())
+
     def user_vectors(self, mmap: bool = True) -> np.ndarray:
         """[n_users, dim] float32 (row i ↔ user_ids()[i]); memory-mapped by default."""
         return np.load(self.path / "user_vectors.npy", mmap_mode="r" if mmap else None)

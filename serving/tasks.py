@@ -61,8 +61,7 @@ def check_user_vectors(model_uri: str, redis_url: str) -> int:
         BackendUnavailable: Redis cannot be reached (retryable).
     """
     model = open_model_artifact(open_uri(model_uri), verify=False)
-    declared = model.manifest.get("user_count")
-    expected = declared if isinstance(declared, int) else len(model.user_ids())
+    expected = model.user_count()
     client = _connect(redis_url)
     try:
         meta_raw = client.get(meta_key(model.model_version))

@@ -53,6 +53,7 @@ __all__ = [
     "decode_vector",
     "delete_user_vectors",
     "encode_vector",
+    "load_count",
     "load_user_vectors",
     "loaded_model_versions",
     "meta_key",
@@ -139,6 +140,27 @@ def loaded_model_versions(client: SyncRedis) -> list[str]:
     )
 
 
+def load_count(meta_raw: bytes | str) -> int | None:
+    """The user count a model's meta value (``recall:uvmeta:<version>``, present) records,
+    or None when it records none.
+
+    Raises:
+        MalformedValue: not a JSON object, or a ``count`` that is not an integer.
+    """
+    try:
+        meta = json.loads(meta_raw)
+    except ValueError:
+        raise MalformedValue(f"{meta_raw[:80]!r} (not the documented JSON)") from None
+    if not isinstance(meta, dict):
+        raise MalformedValue(f"{meta_raw[:80]!r} (not a JSON object)")
+    if "count" not in meta:
+        return None
+    count = meta["count"]
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise MalformedValue(f"count {count!r} is not an integer")
+    return count
+
+
 def vectors_load_problem(meta_raw: bytes | str | None, expected_count: int) -> str | None:
     """What is wrong with a model's user-vector load, judged by its meta key's raw value
     (``meta_raw``; None when the key is absent) against the model's user count, or None
@@ -147,22 +169,16 @@ def vectors_load_problem(meta_raw: bytes | str | None, expected_count: int) -> s
     A count at or above ``expected_count`` passes: the same rule as the server's vector
     repair (``serving.vector_repair.assess``), so a load the repair calls complete is never
     refused here (and one it would repair is). A meta value without ``count`` passes on
-    its presence alone (the key is written last, after every vector).
+    its presence alone (the key is written last, after every vector); the repair, which
+    can rewrite it, reloads such a load to record the count.
     """
     if meta_raw is None:
         return "no completed load (the meta key is absent: never loaded, pruned or flushed)"
     try:
-        meta = json.loads(meta_raw)
-    except ValueError:
-        return f"an unreadable meta value {meta_raw[:80]!r} (not the documented JSON)"
-    if not isinstance(meta, dict):
-        return f"an unreadable meta value {meta_raw[:80]!r} (not a JSON object)"
-    if "count" not in meta:
-        return None
-    count = meta["count"]
-    if not isinstance(count, int) or isinstance(count, bool):
-        return f"an unreadable meta value: count {count!r} is not an integer"
-    if count < expected_count:
+        count = load_count(meta_raw)
+    except MalformedValue as exc:
+        return f"an unreadable meta value: {exc}"
+    if count is not None and count < expected_count:
         return f"a load of {count} users, but the model has {expected_count}"
     return None
 

@@ -56,9 +56,16 @@ from keyspace.connection import (
     parse_redis_url,
     redis_kwargs,
 )
-from keyspace.user_vectors import encode_vector, meta_key, repair_lock_key, user_vector_key
+from keyspace.user_vectors import (
+    MalformedValue,
+    encode_vector,
+    meta_key,
+    repair_lock_key,
+    user_vector_key,
+)
 from serving.metrics import USER_VECTOR_REPAIRS, USER_VECTORS_COMPLETE, USER_VECTORS_REPAIRED
 from serving.model_artifact import ModelArtifact, open_model_artifact
+from serving.user_vectors import load_count
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +100,11 @@ def assess(
     if meta_raw is None:
         return VectorHealth.META_MISSING
     try:
-        count = json.loads(meta_raw)["count"]
-    except (ValueError, TypeError, KeyError):
+        count = load_count(meta_raw)
+    except MalformedValue:
         return VectorHealth.META_UNREADABLE
-    if not isinstance(count, int) or isinstance(count, bool):
-        return VectorHealth.META_UNREADABLE
+    if count is None:
+        return VectorHealth.META_UNREADABLE  # a load without its count: rewrite it
     if count < expected_count:
         return VectorHealth.COUNT_SHORT
     if not all(sample_present):
@@ -279,10 +286,8 @@ class VectorRepairer:
         if users is None:
             model = self._model(model_version, verify=False)
             ids = model.user_ids()
-            declared = model.manifest.get("user_count")
-            expected = declared if isinstance(declared, int) else len(ids)
             pool = ids if len(ids) <= SAMPLE_POOL else self._rng.sample(ids, SAMPLE_POOL)
-            users = _ModelUsers(expected, pool)
+            users = _ModelUsers(model.user_count(), pool)
             self._users = {model_version: users}  # only the serving model's is needed
         return users
 
