@@ -168,6 +168,24 @@ class ServerSettings(BaseSettings):
         ),
     )
     batch_max: int = Field(64, ge=1, le=10_000, description="Most Recall calls in one batch.")
+    batch_max_running: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description=(
+            "Most Recall batches served at once (0: no limit); calls that arrive while "
+            "that many run wait and go together when one finishes."
+        ),
+    )
+    search_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description=(
+            "Threads that run the searches too large for the event loop "
+            "(RECALL_INLINE_SEARCH_CODES), each with RECALL_FAISS_THREADS OpenMP threads."
+        ),
+    )
     max_in_flight: int = Field(
         512,
         ge=1,
@@ -180,7 +198,7 @@ class ServerSettings(BaseSettings):
         64, ge=1, description="Largest per-request refine_factor (RecallRequest.refine_factor)."
     )
     inline_search_codes: int = Field(
-        200_000,
+        32_000,
         ge=0,
         description=(
             "Searches expected to scan at most this many PQ codes (queries × nprobe × "

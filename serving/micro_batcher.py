@@ -6,7 +6,9 @@ loop (so a lone call waits for nothing, and calls that arrived together share a 
 with ``idle_wait_s`` > 0, after that long (calls that arrive one by one, as they do from
 gRPC, then share a batch: one Redis round trip per call alone costs a do-nothing gRPC
 server ~30 % of its throughput, bench/README.md); while batches run, items wait at most
-``max_wait_s`` for company; ``max_items`` pending items flush at once. Items whose caller
+``max_wait_s`` for company, or, with ``max_running`` batches already running, until one of
+them finishes (so calls pile up into one larger batch instead of starting more searches
+that fight for the same cores); ``max_items`` pending items flush at once. Items whose caller
 gave up (their future was cancelled, as gRPC does when a client cancels or its deadline
 passes) or whose deadline has passed are dropped before the batch runs; the latter get
 ``DeadlineExpired``.
@@ -49,13 +51,19 @@ class MicroBatcher(Generic[T, R]):
         on_batch: Callable[[int], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
         idle_wait_s: float = 0.0,
+        max_running: int | None = None,
     ) -> None:
         """``on_batch(size)`` is called for every batch that runs; ``on_dropped(reason)``
         ("deadline" or "cancelled") for every item dropped before its batch ran.
         ``idle_wait_s``: how long the first item waits for company while no batch runs
-        (seconds; 0 = until the next event-loop turn)."""
+        (seconds; 0 = until the next event-loop turn). ``max_running``: most batches
+        running at once (None: no limit); beyond it, items wait until a batch finishes
+        (or ``max_items`` of them are pending), whatever ``max_wait_s`` says."""
         if max_wait_s < 0 or max_items < 1 or idle_wait_s < 0:
             raise ValueError("max_wait_s and idle_wait_s must be ≥ 0 and max_items ≥ 1")
+        if max_running is not None and max_running < 1:
+            raise ValueError("max_running must be ≥ 1 (or None: no limit)")
+        self.max_running = max_running
         self._run = run
         self.max_wait_s = max_wait_s
         self.idle_wait_s = idle_wait_s
@@ -93,6 +101,12 @@ class MicroBatcher(Generic[T, R]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if (
+            self.max_running is not None
+            and self._running >= self.max_running
+            and len(self._pending) < self.max_items
+        ):
+            return  # the next batch to finish flushes these (``_serve``)
         batch, self._pending = self._pending, []
         if not batch:
             return
@@ -144,7 +158,10 @@ class MicroBatcher(Generic[T, R]):
         finally:
             self._running -= 1
             # Items that waited for this batch to finish go now rather than at their timer.
-            if self._pending and self._running == 0:
+            if self._pending and (
+                self._running == 0
+                or (self.max_running is not None and self._running < self.max_running)
+            ):
                 self._flush()
 
     async def drain(self) -> None:

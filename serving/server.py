@@ -414,6 +414,8 @@ class RecallServer:
             breaker=self.breaker,
             failure_mode=settings.redis_failure_mode,
             inline_search_codes=settings.inline_search_codes,
+            search_threads=settings.search_threads,
+            faiss_threads=settings.faiss_threads,
         )
         self.batcher: MicroBatcher[RecallQuery, RecallResult] | None = None
         if settings.batching:
@@ -424,6 +426,7 @@ class RecallServer:
                 on_batch=BATCH_SIZE.observe,
                 on_dropped=lambda reason: BATCH_DROPPED.labels(reason).inc(),
                 idle_wait_s=settings.batch_idle_wait_ms / 1000,
+                max_running=settings.batch_max_running or None,
             )
         self.recorder = InteractionRecorder(
             self.holder,
@@ -611,6 +614,7 @@ class RecallServer:
         await asyncio.gather(self.server.stop(grace), self.admin.stop(grace))
         if self.batcher is not None:
             await self.batcher.drain()
+        self.engine.close()
         await self.vectors.close()
 
 

@@ -181,3 +181,66 @@ def test_the_server_passes_its_idle_wait_setting_to_the_batcher(tmp_path: Any) -
     )
     batcher = RecallServer(settings).batcher
     assert batcher is not None and batcher.idle_wait_s == pytest.approx(0.0025)
+
+
+def test_with_max_running_calls_wait_for_a_running_batch_and_go_together() -> None:
+    """``max_running=1``: calls that arrive while a batch runs do not start a second one
+    after ``max_wait_s``; they go as one batch when the first finishes (or once
+    ``max_items`` of them are pending)."""
+
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate = asyncio.Event()
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            fn, max_wait_s=0.001, max_items=3, max_running=1
+        )
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.005)
+        assert fn.batches == [[1]]
+        later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+        await asyncio.sleep(0.02)  # well past max_wait
+        assert fn.batches == [[1]] and batcher.running == 1
+        full = [asyncio.ensure_future(batcher.submit(i)) for i in (4, 5)]
+        await asyncio.sleep(0.005)
+        assert fn.batches == [[1], [2, 3, 4]]  # max_items pending go despite the limit
+        fn.gate.set()
+        assert await first == 1
+        assert [await f for f in later + full] == [4, 9, 16, 25]
+        assert fn.batches == [[1], [2, 3, 4], [5]]
+
+    run(main())
+
+
+def test_a_max_running_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_running"):
+        MicroBatcher(Recorder(), max_wait_s=0.001, max_items=4, max_running=0)
+
+
+def test_the_server_passes_its_batch_and_search_thread_settings_on(tmp_path: Any) -> None:
+    """RECALL_BATCH_MAX_RUNNING reaches the batcher; the engine's search threads run
+    Faiss with RECALL_FAISS_THREADS OpenMP threads each (a per-thread OpenMP setting,
+    so it must be made in every search thread, not once on the event loop's)."""
+    import faiss
+
+    from serving.config import ServerSettings
+    from serving.server import RecallServer
+
+    for faiss_threads in (1, 3):
+        settings = ServerSettings(
+            port=0,
+            admin_port=0,
+            metrics_port=0,
+            artifact_root=str(tmp_path),
+            redis_url="redis://127.0.0.1:1/0",  # never contacted: nothing is started
+            batch_max_running=2,
+            search_threads=2,
+            faiss_threads=faiss_threads,
+        )
+        server = RecallServer(settings)
+        assert server.batcher is not None and server.batcher.max_running == 2
+        pool = server.engine._search_executor()
+        try:
+            assert pool._max_workers == 2
+            assert pool.submit(faiss.omp_get_max_threads).result() == faiss_threads
+        finally:
+            server.engine.close()
