@@ -222,6 +222,10 @@ def index_build(
         float, typer.Option(help="Quality gate: minimum ANN recall@10 and @100 vs exact.")
     ] = DEFAULT_MIN_RECALL,
     cpu: Annotated[bool, typer.Option(help="Build on CPU even if a GPU is present.")] = False,
+    fast_scan: bool = setting_option(
+        defaults.INDEX_FAST_SCAN,
+        "4-bit fast-scan PQ codes (CPU build): same memory, ~3x cheaper search at 1M items.",
+    ),
     redis_url: RedisUrl = paths.default_redis_url(),
     use_redis: Annotated[
         bool,
@@ -257,6 +261,7 @@ def index_build(
         min_recall=min_recall,
         allow_gpu=not cpu,
         redis_url=redis_url if use_redis else None,
+        fast_scan=fast_scan,
     )
     manifest = IndexManifest.model_validate_json(
         (store.local_dir(INDEX_KIND, Path(uri).name) / MANIFEST_NAME).read_text()
@@ -343,6 +348,10 @@ def pipeline_run(
     keep_indexes: int = setting_option(
         defaults.KEEP_INDEXES, "Keep Redis user vectors for the models of this many indexes."
     ),
+    index_fast_scan: bool = setting_option(
+        defaults.INDEX_FAST_SCAN,
+        "Index with 4-bit fast-scan PQ codes (CPU build): ~3x cheaper search at 1M items.",
+    ),
     dag_id: Annotated[
         str,
         typer.Option(
@@ -384,6 +393,7 @@ def pipeline_run(
         "redis_url": redis_url,
         "epochs": epochs,
         "min_recall": min_recall,
+        "index_fast_scan": index_fast_scan,
         "keep_indexes": keep_indexes,
         "gate_enforce": model_gate,
         "gate_popularity_margin": popularity_margin,

@@ -226,6 +226,14 @@ MIN_RECALL: Setting[float] = Setting(
     minimum=0.0,
     maximum=1.0,
 )
+INDEX_FAST_SCAN: Setting[bool] = Setting(
+    "index_fast_scan",
+    bool,
+    False,
+    "Build the index with 4-bit fast-scan PQ codes (IVF...,PQ{m}x4fs; CPU builds only): "
+    "the same bytes per item, a ~3x cheaper search at equal recall after re-rank and a "
+    "~3x faster build at 1M x 64 (bench/README.md).",
+)
 GATE_POPULARITY_MARGIN: Setting[float] = Setting(
     "gate_popularity_margin",
     float,
@@ -298,6 +306,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     EPOCHS,
     TRAIN_CONFIG,
     MIN_RECALL,
+    INDEX_FAST_SCAN,
     GATE_POPULARITY_MARGIN,
     GATE_SERVING_TOLERANCE,
     GATE_ENFORCE,

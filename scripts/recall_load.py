@@ -328,6 +328,11 @@ def main() -> None:
         "--channels", type=int, default=1, help="client connections (RECALL_WORKERS needs > 1)"
     )
     ap.add_argument("--floor", action="store_true", help="also measure the in-process floor")
+    ap.add_argument(
+        "--fast-scan",
+        action="store_true",
+        help="build the index with 4-bit fast-scan PQ codes (RECALL_INDEX_FAST_SCAN)",
+    )
     ap.add_argument("--variant", action="append", default=[], help="NAME=ENV=VAL,ENV=VAL")
     ap.add_argument(
         "--py-spy", type=Path, help="record each real server with py-spy into DIR/NAME.txt"
@@ -362,7 +367,12 @@ def main() -> None:
         try:
             built = time.perf_counter()
             synth = publish_synthetic(
-                Path(tmp), local.url, users=args.users, items=args.items, dim=args.dim
+                Path(tmp),
+                local.url,
+                users=args.users,
+                items=args.items,
+                dim=args.dim,
+                fast_scan=args.fast_scan,
             )
             users = synth.user_ids
             print(

@@ -92,6 +92,7 @@ def build_index(
     set_latest: bool = True,
     require_latest_model: bool = False,
     redis_url: str | None = None,
+    fast_scan: bool = False,
 ) -> str:
     """Build, quality-gate and publish an IVF-PQ + re-rank index for the model at ``model_uri``.
 
@@ -125,6 +126,7 @@ def build_index(
         store,
         min_recall=min_recall,
         allow_gpu=allow_gpu,
+        fast_scan=fast_scan,
         set_latest=set_latest and not require_latest_model,
     )
     if require_latest_model:
@@ -197,7 +199,11 @@ def _connect(redis_url: str) -> SyncRedis:
 
 
 def rebuild_reason(
-    artifact_root: str, min_recall: float = DEFAULT_MIN_RECALL, redis_url: str | None = None
+    artifact_root: str,
+    min_recall: float = DEFAULT_MIN_RECALL,
+    redis_url: str | None = None,
+    *,
+    fast_scan: bool = False,
 ) -> str | None:
     """Why the nightly rebuild should build a new index, or None when the LATEST index is
     already what a rebuild would produce: built from ``models/LATEST``, with the same index
@@ -219,7 +225,7 @@ def rebuild_reason(
         return (
             f"index {index_version} is of model {manifest.model_version}, LATEST is {model_version}"
         )
-    expected = choose_params(manifest.item_count, manifest.dim)
+    expected = choose_params(manifest.item_count, manifest.dim, fast_scan=fast_scan)
     if (expected.factory, expected.refine) != (manifest.factory, manifest.refine):
         return (
             f"index configuration changed: {manifest.factory} ({manifest.refine}) → "

@@ -114,7 +114,13 @@ VECTORS_PARAMS = {
     ),
 }
 INDEX_PARAMS = {
-    **_params(defaults.ARTIFACT_ROOT, defaults.REDIS_URL, defaults.MIN_RECALL, defaults.FLEET),
+    **_params(
+        defaults.ARTIFACT_ROOT,
+        defaults.REDIS_URL,
+        defaults.MIN_RECALL,
+        defaults.INDEX_FAST_SCAN,
+        defaults.FLEET,
+    ),
     MODEL_URI: _uri_param(
         "Model to index; empty: the triggering recall_user_vectors event's, else models/LATEST "
         "(whose vectors must already be in Redis)."
@@ -125,6 +131,7 @@ REBUILD_PARAMS = _params(
     defaults.ARTIFACT_ROOT,
     defaults.REDIS_URL,
     defaults.MIN_RECALL,
+    defaults.INDEX_FAST_SCAN,
     defaults.HISTORY_MAX_ITEMS,
     defaults.FLEET,
 )
@@ -331,6 +338,7 @@ def _build(model_uri: str, params: dict[str, Any]) -> str:
         return tasks.build_index(
             model_uri,
             min_recall=params["min_recall"],
+            fast_scan=params["index_fast_scan"],
             set_latest=not params["fleet"].strip(),
             require_latest_model=True,
             redis_url=params["redis_url"],
@@ -355,7 +363,10 @@ def index_outdated(params: dict[str, Any] | None = None) -> bool:
 
     assert params is not None
     reason = tasks.rebuild_reason(
-        params["artifact_root"], params["min_recall"], params["redis_url"]
+        params["artifact_root"],
+        params["min_recall"],
+        params["redis_url"],
+        fast_scan=params["index_fast_scan"],
     )
     print(f"rebuild: {reason}" if reason else "rebuild: the LATEST index is current; skipped")
     return reason is not None

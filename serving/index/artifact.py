@@ -144,6 +144,7 @@ def write_index_dir(
     threads: int | None = None,
     seed: int = 0,
     calibrate: bool = True,
+    fast_scan: bool = False,
 ) -> IndexManifest:
     """Build, measure and write an index artifact into the empty directory ``out_dir``.
 
@@ -163,7 +164,7 @@ def write_index_dir(
         raise ArtifactError(
             f"{model.path}: {len(item_ids)} item ids but {len(vectors)} item vectors"
         )
-    params = params or choose_params(len(vectors), vectors.shape[1])
+    params = params or choose_params(len(vectors), vectors.shape[1], fast_scan=fast_scan)
     built = build_ivfpq(vectors, params, allow_gpu=allow_gpu, threads=threads, seed=seed)
     params = built.params or params  # a GPU build may have fitted another PQ size
     queries = _gate_queries(model, GATE_QUERIES, seed)
@@ -264,6 +265,7 @@ def publish_index(
     params: IvfPqParams | None = None,
     threads: int | None = None,
     set_latest: bool = True,
+    fast_scan: bool = False,
 ) -> tuple[str, IndexManifest]:
     """Build an index for ``model`` in a staging directory and publish it atomically
     (``set_latest`` False: published without moving LATEST; a ship promotes it).
@@ -281,6 +283,7 @@ def publish_index(
             min_recall=min_recall,
             allow_gpu=allow_gpu,
             threads=threads,
+            fast_scan=fast_scan,
         )
         uri = store.publish(INDEX_KIND, index_version, Path(tmp), set_latest=set_latest)
     return uri, manifest

@@ -87,9 +87,10 @@ def _build_on(
 ) -> tuple[faiss.Index, float, float]:
     index = faiss.index_factory(vectors.shape[1], params.ivfpq_factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-    # Polysemous training (on by default for 8-bit IVF-PQ) only serves Hamming-filtered
-    # search, which we do not use, and costs minutes of simulated annealing.
-    ivf.do_polysemous_training = False  # type: ignore[attr-defined]
+    if not params.fast_scan:
+        # Polysemous training (on by default for 8-bit IVF-PQ) only serves Hamming-filtered
+        # search, which we do not use, and costs minutes of simulated annealing.
+        ivf.do_polysemous_training = False  # type: ignore[attr-defined]
     ivf.cp.niter = KMEANS_ITERATIONS  # type: ignore[attr-defined]
     ivf.cp.seed = seed  # type: ignore[attr-defined]
     # The PQ codebooks too: with the exact re-rank behind it, 10 iterations lose no recall
@@ -156,7 +157,10 @@ def build_ivfpq(
     with faiss_threads(threads) as used:
         built: tuple[faiss.Index, float, float] | None = None
         device = "cpu"
-        if allow_gpu and gpu_count() > 0:
+        if params.fast_scan:
+            # Asked for, not a fallback: Faiss's GPU IVF-PQ has no fast-scan layout.
+            note = "fast-scan PQ is built on the CPU (no GPU layout for it in Faiss)"
+        elif allow_gpu and gpu_count() > 0:
             plan = gpu_plan(vectors.shape[1], params.m, params.nbits)
             if not plan.ok:
                 fallback = "params"
@@ -367,6 +371,7 @@ def tune_search(
             m=params.m,
             nbits=params.nbits,
             dim=vectors.shape[1],
+            fast_scan=params.fast_scan,
         )
         result = SearchTrial(nprobe, factor, tuple(recalls), cost, took * 1e3 / len(sample))
         trials.append(result)

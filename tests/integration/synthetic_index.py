@@ -60,16 +60,23 @@ class SyntheticIndex:
 
 
 def publish_synthetic(
-    workdir: Path, redis_url: str, *, users: int = 943, items: int = 1682, dim: int = 32
+    workdir: Path,
+    redis_url: str,
+    *,
+    users: int = 943,
+    items: int = 1682,
+    dim: int = 32,
+    fast_scan: bool = False,
 ) -> SyntheticIndex:
-    """ML-100K-sized by default (943 users, 1,682 items, 32-d)."""
+    """ML-100K-sized by default (943 users, 1,682 items, 32-d); ``fast_scan``: 4-bit
+    fast-scan PQ codes (``serving.index.params.choose_params``)."""
     root = workdir / "artifacts"
     staging = workdir / "staging" / MODEL_VERSION
     write_vector_model(staging, users, items, dim)
     store = ArtifactStore(root)
     store.publish("models", MODEL_VERSION, staging)
     model = open_model_artifact(store.local_dir("models", MODEL_VERSION))
-    _, manifest = publish_index(model, store, min_recall=0.0, allow_gpu=False)
+    _, manifest = publish_index(model, store, min_recall=0.0, allow_gpu=False, fast_scan=fast_scan)
     client = redis.Redis.from_url(redis_url)
     try:
         load_user_vectors(model, client)

@@ -508,3 +508,37 @@ def test_build_refuses_when_no_configuration_passes_the_gate(tmp_path: Path) -> 
     with pytest.raises(QualityGateFailed, match=r"nprobe=\d+ refine_factor=1: .*required 0\.95"):
         write_index_dir(model, out, "v1", params=coarse, allow_gpu=False)
     assert list(out.iterdir()) == []
+
+
+def test_fast_scan_params_keep_the_code_bytes_and_need_a_trainable_catalog() -> None:
+    eight_bit = choose_params(N, DIM)  # PQ16x8: 16 bytes per item
+    fast = choose_params(N, DIM, fast_scan=True)
+    assert fast.fast_scan and fast.factory == f"IVF{fast.nlist},PQ32x4fs,Refine(SQfp16)"
+    assert fast.m * fast.nbits == eight_bit.m * eight_bit.nbits  # same bytes per code
+    assert fast.tuning is not None and fast.tuning.refine_factors == (4, 8, 16)
+    assert not choose_params(100, DIM, fast_scan=True).fast_scan  # too few for 16 centroids
+    assert not choose_params(N, 3, fast_scan=True).fast_scan  # no even sub-quantizer count
+    with pytest.raises(ValueError, match="fast-scan"):
+        IvfPqParams(nlist=8, m=16, nbits=8, nprobe=2, fast_scan=True)
+
+
+def test_fast_scan_index_passes_the_gate_and_serves_like_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast-scan build: CPU even where a GPU is seen (not counted as a fallback), tuned
+    and gated like any other, loaded and searched through the same LoadedIndex path."""
+    model = write_model_artifact(tmp_path / "model", n_items=N, n_users=300, dim=DIM)
+    out = tmp_path / "index"
+    out.mkdir()
+    monkeypatch.setattr("serving.index.build.gpu_count", lambda: 1)
+    before = gpu_fallbacks("params") + gpu_fallbacks("error")
+    manifest = write_index_dir(model, out, "v1", min_recall=0.95, fast_scan=True)
+    assert gpu_fallbacks("params") + gpu_fallbacks("error") == before
+    assert manifest.factory.endswith("x4fs,Refine(SQfp16)") and manifest.pq_nbits == 4
+    assert manifest.build_device == "cpu" and "fast-scan" in manifest.build_note
+    assert all(q.recall >= 0.95 for q in manifest.quality_by_k)
+    loaded = load_index_dir(out)
+    items = model.item_vectors()[:50]
+    scores, ids = loaded.search(items, 10, manifest.nprobe)
+    assert (ids[:, 0] == np.arange(50)).mean() >= 0.9  # an item's own vector comes first
+    assert all(list(row) == sorted(row, reverse=True) for row in scores)

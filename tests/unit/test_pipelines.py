@@ -46,6 +46,7 @@ def test_each_link_declares_the_params_it_uses(dags_module: ModuleType) -> None:
         "artifact_root",
         "redis_url",
         "min_recall",
+        "index_fast_scan",
         "fleet",
         "model_uri",
     }

@@ -59,3 +59,19 @@ def test_an_older_manifest_without_tuning_is_not_rebuilt_for_it(
     del doc["search_tuning"]
     path.write_text(json.dumps(doc))
     assert tasks.rebuild_reason(str(published.root), 0.5) is None
+
+
+def test_turning_fast_scan_on_or_off_triggers_a_rebuild(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    model = write_model_artifact(
+        tmp_path / "store" / "models" / VERSION, n_items=1000, n_users=40, model_version=VERSION
+    )
+    store.set_latest("models", VERSION)
+    root = str(store.root)
+    publish_index(model, store, index_version="v1", min_recall=0.5, allow_gpu=False)
+    assert tasks.rebuild_reason(root, 0.5) is None
+    reason = tasks.rebuild_reason(root, 0.5, fast_scan=True)
+    assert reason is not None and "x4fs" in reason
+    publish_index(model, store, index_version="v2", min_recall=0.5, allow_gpu=False, fast_scan=True)
+    assert tasks.rebuild_reason(root, 0.5, fast_scan=True) is None
+    assert tasks.rebuild_reason(root, 0.5) is not None
