@@ -231,8 +231,8 @@ INDEX_FAST_SCAN: Setting[bool] = Setting(
     bool,
     False,
     "Build the index with 4-bit fast-scan PQ codes (IVF...,PQ{m}x4fs; CPU builds only): "
-    "the same bytes per item, a ~3x cheaper search at equal recall after re-rank and a "
-    "~3x faster build at 1M x 64 (bench/README.md).",
+    "the same bytes per item and a ~3x cheaper search at equal recall after re-rank at "
+    "1M x 64 (bench/README.md).",
 )
 GATE_POPULARITY_MARGIN: Setting[float] = Setting(
     "gate_popularity_margin",

@@ -169,12 +169,13 @@ class ServerSettings(BaseSettings):
     )
     batch_max: int = Field(64, ge=1, le=10_000, description="Most Recall calls in one batch.")
     batch_max_running: int = Field(
-        1,
+        2,
         ge=0,
         le=1024,
         description=(
             "Most Recall batches served at once (0: no limit); calls that arrive while "
-            "that many run wait and go together when one finishes."
+            "that many run wait and go together when one finishes. Two let one batch read "
+            "Redis and encode while the other searches (bench/README.md)."
         ),
     )
     search_threads: int = Field(
