@@ -181,9 +181,11 @@ def _wait_port(target: str, timeout_s: float) -> None:
 # ------------------------------------------------------------------ datasets
 
 
-def synthetic_dataset(home: Path, items: int, users: int, dim: int) -> Dataset:
+def synthetic_dataset(
+    home: Path, items: int, users: int, dim: int, fast_scan: bool = False
+) -> Dataset:
     """Model + index of seeded vectors under ``home`` (reused when its index matches the
-    current parameters)."""
+    current parameters; ``fast_scan``: 4-bit fast-scan PQ codes)."""
     root = home / f"synthetic-{items}x{dim}-u{users}"
     store = ArtifactStore(root / "artifacts")
     if not store.exists("models", MODEL_VERSION):
@@ -192,7 +194,7 @@ def synthetic_dataset(home: Path, items: int, users: int, dim: int) -> Dataset:
             write_vector_model(staging, users, items, dim)
             store.publish("models", MODEL_VERSION, staging)
     model = open_model_artifact(store.local_dir("models", MODEL_VERSION))
-    params = choose_params(items, dim)
+    params = choose_params(items, dim, fast_scan=fast_scan)
     build_s: float | None = None
     try:
         index = _manifest(store, store.latest(INDEX_KIND))
@@ -202,7 +204,8 @@ def synthetic_dataset(home: Path, items: int, users: int, dim: int) -> Dataset:
     if stale:
         print(f"building {params.factory} for {items} × {dim} (2 cores: about a minute)…")
         started = time.perf_counter()
-        _, index = publish_index(model, store, allow_gpu=True)  # gated as in production
+        # gated as in production
+        _, index = publish_index(model, store, allow_gpu=True, fast_scan=fast_scan)
         build_s = time.perf_counter() - started
         (root / "build.json").write_text(json.dumps({"seconds": build_s}))
     elif (root / "build.json").exists():
@@ -352,7 +355,7 @@ def accuracy_curve(data: Dataset, queries: int = 500, k: int = 100) -> None:
             )
 
 
-def build_cost(sizes: Sequence[int], dim: int, home: Path) -> None:
+def build_cost(sizes: Sequence[int], dim: int, home: Path, fast_scan: bool = False) -> None:
     """Build (gate included) wall time and memory per item at each catalog size."""
     print(f"\n## build cost: {dim}-d, all cores ({os.cpu_count()}), gate included")
     print(
@@ -367,7 +370,7 @@ def build_cost(sizes: Sequence[int], dim: int, home: Path) -> None:
             out = Path(tmp) / "index"
             out.mkdir()
             started = time.perf_counter()
-            m = write_index_dir(model, out, "cost")
+            m = write_index_dir(model, out, "cost", fast_scan=fast_scan)
             wall = time.perf_counter() - started
             size = (out / "index.faiss").stat().st_size
             r = {q.k: q.recall for q in m.quality_by_k}
@@ -395,9 +398,11 @@ def run(
     cost_sizes: Sequence[int],
     hnsw: bool,
     peers: Sequence[str] = PEER_NAMES,
+    fast_scan: bool = False,
 ) -> None:
     """The whole benchmark; ``peers`` (bench/peer_report.PEER_NAMES) are compared on the
-    synthetic dataset's vectors at the end, hnswlib only when ``hnsw``."""
+    synthetic dataset's vectors at the end, hnswlib only when ``hnsw``; ``fast_scan``: the
+    synthetic index (and the build-cost ones) with 4-bit fast-scan PQ codes."""
     from serving.config import ServerSettings
 
     home.mkdir(parents=True, exist_ok=True)
@@ -411,7 +416,7 @@ def run(
             "note: this server has no micro-batching yet; RECALL_BATCHING is passed through "
             "and ignored, so the batching=on and =off rows measure the same server"
         )
-    synthetic = synthetic_dataset(home, items, users, dim)
+    synthetic = synthetic_dataset(home, items, users, dim, fast_scan)
     datasets = [synthetic]
     demo = demo_dataset(demo_root) if demo_root else None
     if demo is not None:
@@ -429,7 +434,7 @@ def run(
     for data in datasets:
         accuracy_curve(data)
     if cost_sizes:
-        build_cost(cost_sizes, dim, home)
+        build_cost(cost_sizes, dim, home, fast_scan)
     if synthetic.build_s is not None:
         print(f"(serving dataset build, gate and publish: {synthetic.build_s:.1f} s)")
     from bench.peers import compare

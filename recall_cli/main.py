@@ -81,6 +81,10 @@ def bench_serve(
         str,
         typer.Option(help="Index peers to compare: all, or a comma-separated subset."),
     ] = "all",
+    fast_scan: Annotated[
+        bool,
+        typer.Option(help="Synthetic index with 4-bit fast-scan PQ codes (docs/artifacts.md)."),
+    ] = False,
 ) -> None:
     """A real `recall serve` under load vs the echo ceiling and the in-process floor, the
     recall/latency curve, build cost, and the classic index peers (bench/README.md)."""
@@ -107,6 +111,7 @@ def bench_serve(
         cost_sizes=[int(n) for n in cost_sizes.split(",") if n],
         hnsw=hnsw,
         peers=chosen_peers,
+        fast_scan=fast_scan,
     )
 
 
