@@ -167,19 +167,25 @@ def test_a_negative_idle_wait_is_refused() -> None:
         MicroBatcher(Recorder(), max_wait_s=0.001, max_items=4, idle_wait_s=-1)
 
 
-def test_the_server_passes_its_idle_wait_setting_to_the_batcher(tmp_path: Any) -> None:
+def _server(tmp_path: Any, **settings: Any) -> Any:
+    """A RecallServer built (not started: nothing listens, Redis is never contacted)."""
     from serving.config import ServerSettings
     from serving.server import RecallServer
 
-    settings = ServerSettings(
-        port=0,
-        admin_port=0,
-        metrics_port=0,
-        artifact_root=str(tmp_path),
-        redis_url="redis://127.0.0.1:1/0",  # never contacted: nothing is started
-        batch_idle_wait_ms=2.5,
+    return RecallServer(
+        ServerSettings(
+            port=0,
+            admin_port=0,
+            metrics_port=0,
+            artifact_root=str(tmp_path),
+            redis_url="redis://127.0.0.1:1/0",
+            **settings,
+        )
     )
-    batcher = RecallServer(settings).batcher
+
+
+def test_the_server_passes_its_idle_wait_setting_to_the_batcher(tmp_path: Any) -> None:
+    batcher = _server(tmp_path, batch_idle_wait_ms=2.5).batcher
     assert batcher is not None and batcher.idle_wait_s == pytest.approx(0.0025)
 
 
@@ -222,21 +228,10 @@ def test_the_server_passes_its_batch_and_search_thread_settings_on(tmp_path: Any
     so it must be made in every search thread, not once on the event loop's)."""
     import faiss
 
-    from serving.config import ServerSettings
-    from serving.server import RecallServer
-
     for faiss_threads in (1, 3):
-        settings = ServerSettings(
-            port=0,
-            admin_port=0,
-            metrics_port=0,
-            artifact_root=str(tmp_path),
-            redis_url="redis://127.0.0.1:1/0",  # never contacted: nothing is started
-            batch_max_running=2,
-            search_threads=2,
-            faiss_threads=faiss_threads,
+        server = _server(
+            tmp_path, batch_max_running=2, search_threads=2, faiss_threads=faiss_threads
         )
-        server = RecallServer(settings)
         assert server.batcher is not None and server.batcher.max_running == 2
         pool = server.engine._search_executor()
         try:
