@@ -152,8 +152,9 @@ class ServerSettings(BaseSettings):
         ge=0,
         le=1000,
         description=(
-            "Longest a Recall call waits for others to share its batch (while no batch "
-            "runs, a call goes at the next event-loop turn)."
+            "Longest a Recall call waits for others to share its batch while a batch runs "
+            "(while none runs, a call goes at the next event-loop turn; while "
+            "RECALL_BATCH_MAX_RUNNING run, until one finishes)."
         ),
     )
     batch_idle_wait_ms: float = Field(
