@@ -157,11 +157,9 @@ class MicroBatcher(Generic[T, R]):
                     pending.future.set_result(result)
         finally:
             self._running -= 1
-            # Items that waited for this batch to finish go now rather than at their timer.
-            if self._pending and (
-                self._running == 0
-                or (self.max_running is not None and self._running < self.max_running)
-            ):
+            # Items that waited for this batch to finish go now rather than at their timer
+            # (without a limit: once no batch runs).
+            if self._pending and self._running < (self.max_running or 1):
                 self._flush()
 
     async def drain(self) -> None:

@@ -170,12 +170,6 @@ def fallback_candidates(
     return [(item, score) for item, score in popular if item not in exclude][:k]
 
 
-def set_search_threads(threads: int) -> None:
-    """OpenMP threads of Faiss searches made from the calling thread (a per-thread
-    setting: every search thread sets its own)."""
-    faiss.omp_set_num_threads(threads)
-
-
 class RecallEngine:
     def __init__(
         self,
@@ -343,7 +337,8 @@ class RecallEngine:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.search_threads,
                 thread_name_prefix="recall-search",
-                initializer=set_search_threads,
+                # A per-thread OpenMP setting: every search thread makes its own.
+                initializer=faiss.omp_set_num_threads,
                 initargs=(self.faiss_threads,),
             )
         return self._executor

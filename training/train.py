@@ -439,11 +439,11 @@ def train_two_tower(
     validation = HeldOut.build(val_split.train, val_split.test, vocab, length)
     test = HeldOut.build(test_split.train, test_split.test, vocab, length)
     linear = _linear_branch_wanted(config, len(vocab.item_ids))
-    blend = linear or (config.content_prior_weight > 0 and bool(vocab.item_features))
 
     towers, progress = _fit(
         val_split.train, vocab, config, config.epochs, validation, on_epoch, "validate"
     )
+    blend = linear or towers.item.has_prior
     curve = list(progress.curve)
     monitored = [p.get(config.early_stopping_metric, float("nan")) for p in curve]
     best_epoch = int(np.nanargmax(monitored)) + 1 if validation.targets.size else len(curve)
