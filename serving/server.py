@@ -33,6 +33,7 @@ from serving.fresh_segment import FreshSegment, FreshSegmentPoller
 from serving.grpc_errors import grpc_method
 from serving.index.artifact import INDEX_KIND
 from serving.index.loaded import LoadedIndex
+from serving.index.search import disable_interrupt_checks
 from serving.index_holder import IndexHolder
 from serving.interactions import Interaction, InteractionRecorder
 from serving.metrics import (
@@ -457,6 +458,7 @@ class RecallServer:
 
     async def start(self) -> None:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
+        disable_interrupt_checks()  # searches in the search threads would wait for the GIL
         # gRPC aio objects bind to the running event loop, so they are made here.
         self.health = health.aio.HealthServicer()
         # gRPC enables SO_REUSEPORT by default: a second server on a busy port would start

@@ -29,3 +29,17 @@ def search_parameters(
     return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
         k_factor=float(min(MAX_REFINE_FACTOR, max(1, factor))), base_index_params=ivf
     )
+
+
+def disable_interrupt_checks() -> None:
+    """Stop Faiss from taking the GIL inside searches (process-wide; for servers).
+
+    ``import faiss`` installs a callback that lets Ctrl-C stop a long search: an IVF search
+    calls it once per query, and it takes the GIL to look for pending signals. A search that
+    runs off the event loop (the engine's search threads) then waits, once per query, until
+    the loop thread lets the GIL go, up to the interpreter's switch interval (5 ms). At 1M
+    items that waiting was 22 % of the search thread's time (py-spy ``--idle``) and ~1,600
+    voluntary context switches a second (bench/README.md). A server never needs Ctrl-C
+    inside a search: SIGTERM drains it through asyncio.
+    """
+    faiss.InterruptCallback.clear_instance()  # type: ignore[attr-defined]
