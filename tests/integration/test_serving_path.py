@@ -24,6 +24,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+import serving.server
 from keyspace.histories import history_key
 from recall_cli.local_redis import LocalRedis, free_port
 from serving.api.recall.v1 import recall_pb2, recall_pb2_grpc
@@ -154,6 +155,17 @@ def test_searches_in_the_search_threads_answer_as_inline_ones(
         assert all(o.code == grpc.StatusCode.OK for o in answers + reference)
         for a, r in zip(answers, reference, strict=True):
             assert a.response == r.response, (running, a.request)
+
+
+def test_a_starting_server_clears_faiss_interrupt_checks(
+    synth: SyntheticIndex, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RecallServer.start`` calls ``disable_interrupt_checks`` (its effect, no per-query
+    call into Python during a search, is tests/unit/test_search_gil.py's)."""
+    calls: list[int] = []
+    monkeypatch.setattr(serving.server, "disable_interrupt_checks", lambda: calls.append(1))
+    with ServerThread(settings(synth, redis_server.url)):
+        assert calls == [1]
 
 
 def test_resource_exhausted_beyond_max_in_flight(

@@ -6,23 +6,19 @@ takes the GIL and runs pending Python signal handlers. Observed here without tim
 With the callback, the handler runs during the search, about once per tick; without it,
 the ticks coalesce into one run after the search returns. (In a server, each of those calls
 from a search thread waits for the event loop's thread to let go of the GIL:
-bench/README.md.)
+bench/README.md.) That a starting server makes the call is checked in
+tests/integration/test_serving_path.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import signal
-from typing import Any
 
 import faiss
 import numpy as np
 import pytest
 
-import serving.server
-from serving.config import ServerSettings
 from serving.index.search import disable_interrupt_checks
-from serving.server import RecallServer
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 
@@ -62,28 +58,3 @@ def test_disable_interrupt_checks_stops_the_per_query_calls_into_python() -> Non
         faiss.PythonInterruptCallback.reset()  # leave the process as imported
     assert with_checks >= 10, with_checks  # one per ms of search
     assert without <= 2, without  # the ticks of the whole search, handled once after it
-
-
-def test_a_starting_server_disables_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """``RecallServer.start`` clears the callback before any search (the call is recorded
-    here; its effect is process-wide and checked above)."""
-    calls: list[int] = []
-    monkeypatch.setattr(serving.server, "disable_interrupt_checks", lambda: calls.append(1))
-    server = RecallServer(
-        ServerSettings(
-            host="127.0.0.1",
-            port=0,
-            admin_port=0,
-            metrics_port=0,
-            artifact_root=str(tmp_path),
-            redis_url="redis://127.0.0.1:1/0",
-            watch_interval_s=0,
-        )
-    )
-
-    async def start_and_stop() -> None:
-        await server.start()
-        await server.stop(0)
-
-    asyncio.run(start_and_stop())
-    assert calls == [1]
