@@ -57,4 +57,4 @@ def test_disable_interrupt_checks_stops_the_per_query_calls_into_python() -> Non
     finally:
         faiss.PythonInterruptCallback.reset()  # leave the process as imported
     assert with_checks >= 10, with_checks  # one per ms of search
-    assert without <= 2, without  # the ticks of the whole search, handled once after it
+    assert without <= 3, without  # the ticks of the whole search, handled once after it
