@@ -8,7 +8,9 @@ gRPC, then share a batch: one Redis round trip per call alone costs a do-nothing
 server ~30 % of its throughput, bench/README.md); while batches run, items wait at most
 ``max_wait_s`` for company, or, with ``max_running`` batches already running, until one of
 them finishes (so calls pile up into one larger batch instead of starting more searches
-that fight for the same cores); ``max_items`` pending items flush at once. Items whose caller
+that fight for the same cores); ``max_items`` pending items flush at once. ``max_running``
+may be a function, asked at every flush (the server's limit depends on the index it
+serves: one batch for cheap searches, two for expensive ones). Items whose caller
 gave up (their future was cancelled, as gRPC does when a client cancels or its deadline
 passes) or whose deadline has passed are dropped before the batch runs; the latter get
 ``DeadlineExpired``.
@@ -33,6 +35,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BatchFn = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+RunningLimit = int | None | Callable[[], int | None]
 
 
 @dataclass
@@ -51,19 +54,20 @@ class MicroBatcher(Generic[T, R]):
         on_batch: Callable[[int], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
         idle_wait_s: float = 0.0,
-        max_running: int | None = None,
+        max_running: RunningLimit = None,
     ) -> None:
         """``on_batch(size)`` is called for every batch that runs; ``on_dropped(reason)``
         ("deadline" or "cancelled") for every item dropped before its batch ran.
         ``idle_wait_s``: how long the first item waits for company while no batch runs
         (seconds; 0 = until the next event-loop turn). ``max_running``: most batches
-        running at once (None: no limit); beyond it, items wait until a batch finishes
-        (or ``max_items`` of them are pending), whatever ``max_wait_s`` says."""
+        running at once (None: no limit), or a function returning it at each flush;
+        beyond it, items wait until a batch finishes (or ``max_items`` of them are
+        pending), whatever ``max_wait_s`` says."""
         if max_wait_s < 0 or max_items < 1 or idle_wait_s < 0:
             raise ValueError("max_wait_s and idle_wait_s must be ≥ 0 and max_items ≥ 1")
-        if max_running is not None and max_running < 1:
-            raise ValueError("max_running must be ≥ 1 (or None: no limit)")
-        self.max_running = max_running
+        if not callable(max_running):
+            _check_limit(max_running)
+        self._max_running = max_running
         self._run = run
         self.max_wait_s = max_wait_s
         self.idle_wait_s = idle_wait_s
@@ -74,6 +78,12 @@ class MicroBatcher(Generic[T, R]):
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def max_running(self) -> int | None:
+        """Most batches that may run at once now (None: no limit)."""
+        limit = self._max_running
+        return _check_limit(limit() if callable(limit) else limit)
 
     @property
     def running(self) -> int:
@@ -101,11 +111,8 @@ class MicroBatcher(Generic[T, R]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if (
-            self.max_running is not None
-            and self._running >= self.max_running
-            and len(self._pending) < self.max_items
-        ):
+        limit = self.max_running
+        if limit is not None and self._running >= limit and len(self._pending) < self.max_items:
             return  # the next batch to finish flushes these (``_serve``)
         batch, self._pending = self._pending, []
         if not batch:
@@ -168,3 +175,9 @@ class MicroBatcher(Generic[T, R]):
             self._flush()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 1:
+        raise ValueError(f"max_running must be ≥ 1 (or None: no limit), got {limit}")
+    return limit

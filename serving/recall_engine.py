@@ -183,6 +183,7 @@ class RecallEngine:
         breaker: CircuitBreaker | None = None,
         failure_mode: FailureMode = "unavailable",
         inline_search_codes: int = 0,
+        cheap_search_codes: int = 0,
         canonical_maps: CanonicalMaps | None = None,
         search_threads: int = 1,
         faiss_threads: int = 1,
@@ -191,6 +192,8 @@ class RecallEngine:
         ``failure_mode``: what a failed read gives, degraded answers ("fallback") or
         BackendUnavailable ("unavailable"). ``inline_search_codes``: searches expected to
         scan at most this many PQ codes run on the event loop, larger ones in a thread.
+        ``cheap_search_codes``: an index whose one query scans at most this many codes at
+        the served nprobe is cheap to search (``searches_are_cheap``; 0: never).
         ``canonical_maps``: duplicate maps by model version (default: read from the
         holder's artifact store, ``models/<version>/duplicates.json``).
         ``search_threads``: threads that run the larger searches (at most this many at
@@ -204,6 +207,7 @@ class RecallEngine:
         self.breaker = breaker
         self.failure_mode = failure_mode
         self.inline_search_codes = inline_search_codes
+        self.cheap_search_codes = cheap_search_codes
         self.canonical_maps = canonical_maps or CanonicalMaps(holder.store)
         # Set by serving.fresh_segment.FreshSegmentPoller; None: nothing fresh or denied.
         self.fresh_segment: FreshSegment | None = None
@@ -215,6 +219,9 @@ class RecallEngine:
         # once took ~1.5 ms of CPU per query against 0.9 ms alone).
         self.search_threads = search_threads
         self.faiss_threads = faiss_threads
+        # Set by the server: how many Recall/BatchRecall calls it is serving now (None:
+        # unknown, so no search runs inline for being alone).
+        self.calls_in_flight: Callable[[], int] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     def validate(self, query: RecallQuery) -> None:
@@ -352,15 +359,43 @@ class RecallEngine:
     def _nprobe(self, loaded: LoadedIndex, query: RecallQuery) -> int:
         return query.nprobe or self.nprobe or loaded.manifest.nprobe
 
+    def _codes(self, loaded: LoadedIndex, nprobe: int) -> float:
+        """PQ codes one query scans at ``nprobe`` (nprobe × items per list, on average)."""
+        nlist = max(1, loaded.manifest.nlist)
+        return min(nprobe, nlist) * loaded.item_count / nlist
+
     def _inline(self, loaded: LoadedIndex, queries: Sequence[RecallQuery]) -> bool:
-        """Whether the search is small enough to run on the event loop: a thread hop costs
-        tens of µs, more than a search over a few thousand PQ codes."""
+        """Whether the search runs on the event loop rather than in a search thread.
+
+        Under load the thread wins: the loop takes in the next calls while this batch
+        searches, and they make the next batch larger. A lone call loses: the hop and the
+        loop's wake-up cost it ~0.25 ms (bench/README.md). So a cheap search
+        (``cheap_search_codes``) whose calls are all the server is serving runs inline, as
+        does any search expected to scan at most ``inline_search_codes`` codes."""
+        if (
+            self.calls_in_flight is not None
+            and self.calls_in_flight() <= len(queries)
+            and self._cheap(loaded)
+        ):
+            return True
         if self.inline_search_codes <= 0:
             return False
-        nlist = max(1, loaded.manifest.nlist)
-        per_list = loaded.item_count / nlist
-        codes = sum(min(self._nprobe(loaded, q), nlist) * per_list for q in queries)
+        codes = sum(self._codes(loaded, self._nprobe(loaded, q)) for q in queries)
         return codes <= self.inline_search_codes
+
+    def _cheap(self, loaded: LoadedIndex) -> bool:
+        if self.cheap_search_codes <= 0:
+            return False
+        return self._codes(loaded, self.nprobe or loaded.manifest.nprobe) <= self.cheap_search_codes
+
+    def searches_are_cheap(self) -> bool:
+        """Whether a query against the loaded index scans at most ``cheap_search_codes``
+        codes at the served nprobe (False with no index loaded). The server then lets one
+        batch run at a time: with cheap searches the request path's own work dominates,
+        and calls that wait for the running batch make the next one larger (fewer loop
+        turns per call; bench/README.md measured +20-30 % QPS on the demo index)."""
+        loaded = self.holder.current_or_none()
+        return loaded is not None and self._cheap(loaded)
 
     def _search_rows(
         self,

@@ -415,6 +415,7 @@ class RecallServer:
             breaker=self.breaker,
             failure_mode=settings.redis_failure_mode,
             inline_search_codes=settings.inline_search_codes,
+            cheap_search_codes=settings.cheap_search_codes,
             search_threads=settings.search_threads,
             faiss_threads=settings.faiss_threads,
         )
@@ -427,7 +428,7 @@ class RecallServer:
                 on_batch=BATCH_SIZE.observe,
                 on_dropped=lambda reason: BATCH_DROPPED.labels(reason).inc(),
                 idle_wait_s=settings.batch_idle_wait_ms / 1000,
-                max_running=settings.batch_max_running or None,
+                max_running=self._batch_max_running,
             )
         self.recorder = InteractionRecorder(
             self.holder,
@@ -473,16 +474,16 @@ class RecallServer:
         self.admin = grpc.aio.server(
             options=options, interceptors=interceptors_for(self._admin_policies())
         )
-        add_recall_service(
-            RecallServicer(
-                self.engine,
-                self.recorder,
-                self.settings.max_batch,
-                batcher=self.batcher,
-                max_in_flight=self.settings.max_in_flight,
-            ),
-            self.server,
+        servicer = RecallServicer(
+            self.engine,
+            self.recorder,
+            self.settings.max_batch,
+            batcher=self.batcher,
+            max_in_flight=self.settings.max_in_flight,
         )
+        # A cheap search runs on the loop when its calls are all this server is serving.
+        self.engine.calls_in_flight = lambda: servicer.in_flight
+        add_recall_service(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [RECALL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
@@ -513,6 +514,13 @@ class RecallServer:
             self._repair = asyncio.create_task(
                 self.repairer.run(self._serving_model, self.settings.vector_repair_interval_s)
             )
+
+    def _batch_max_running(self) -> int | None:
+        """The batcher's limit now: one batch while the loaded index is cheap to search
+        (RECALL_CHEAP_SEARCH_CODES), else RECALL_BATCH_MAX_RUNNING (0: no limit)."""
+        if self.engine.searches_are_cheap():
+            return 1
+        return self.settings.batch_max_running or None
 
     def _publish_fresh(self, segment: FreshSegment | None) -> None:
         self.engine.fresh_segment = segment

@@ -137,24 +137,28 @@ def test_batched_answers_equal_unbatched_ones_under_concurrency(
 def test_searches_in_the_search_threads_answer_as_inline_ones(
     synth: SyntheticIndex, redis_server: LocalRedis
 ) -> None:
-    """Every search in the engine's search threads (RECALL_INLINE_SEARCH_CODES=0), one or
-    two batches in flight, two search threads: the same answers as inline searches."""
+    """Every search in the engine's search threads (RECALL_INLINE_SEARCH_CODES=0, the
+    default), one or two batches in flight (the small index counts as cheap unless
+    RECALL_CHEAP_SEARCH_CODES=0), two search threads: the same answers as unbatched
+    searches on the event loop."""
     requests = mixed_requests(synth.user_ids[:100], 300, seed=1)
-    with ServerThread(settings(synth, redis_server.url, batching=False)) as inline:
+    inline_settings = settings(synth, redis_server.url, batching=False, inline_search_codes=10**9)
+    with ServerThread(inline_settings) as inline:
         reference = asyncio.run(call_all(inline.port, requests, in_flight=32))
-    for running in (1, 2):
+    for running, cheap in ((1, 20_000), (2, 20_000), (2, 0)):
         threaded_settings = settings(
             synth,
             redis_server.url,
             inline_search_codes=0,
             search_threads=2,
             batch_max_running=running,
+            cheap_search_codes=cheap,
         )
         with ServerThread(threaded_settings) as threaded:
             answers = asyncio.run(call_all(threaded.port, requests, in_flight=32))
         assert all(o.code == grpc.StatusCode.OK for o in answers + reference)
         for a, r in zip(answers, reference, strict=True):
-            assert a.response == r.response, (running, a.request)
+            assert a.response == r.response, (running, cheap, a.request)
 
 
 def test_a_starting_server_clears_faiss_interrupt_checks(

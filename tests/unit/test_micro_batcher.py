@@ -217,9 +217,41 @@ def test_with_max_running_calls_wait_for_a_running_batch_and_go_together() -> No
     run(main())
 
 
+def test_a_max_running_function_is_asked_at_every_flush() -> None:
+    """A limit given as a function follows it: while it says 1, a call that arrives
+    during a running batch waits for it; once it says 2, the next call starts a second
+    batch beside the running one."""
+
+    async def main() -> None:
+        fn = Recorder()
+        fn.gate = asyncio.Event()
+        limit = [1]
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            fn, max_wait_s=0.001, max_items=8, max_running=lambda: limit[0]
+        )
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.005)
+        waiting = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0.02)
+        assert fn.batches == [[1]] and batcher.max_running == 1
+        limit[0] = 2
+        third = asyncio.ensure_future(batcher.submit(3))
+        await asyncio.sleep(0.02)
+        assert fn.batches == [[1], [2, 3]] and batcher.running == 2
+        fn.gate.set()
+        assert [await f for f in (first, waiting, third)] == [1, 4, 9]
+
+    run(main())
+
+
 def test_a_max_running_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_running"):
         MicroBatcher(Recorder(), max_wait_s=0.001, max_items=4, max_running=0)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        Recorder(), max_wait_s=0.001, max_items=4, max_running=lambda: 0
+    )
+    with pytest.raises(ValueError, match="max_running"):
+        assert batcher.max_running
 
 
 def test_the_server_passes_its_batch_and_search_thread_settings_on(tmp_path: Any) -> None:
@@ -239,3 +271,18 @@ def test_the_server_passes_its_batch_and_search_thread_settings_on(tmp_path: Any
             assert pool.submit(faiss.omp_get_max_threads).result() == faiss_threads
         finally:
             server.engine.close()
+
+
+def test_the_server_runs_one_batch_while_its_index_is_cheap_to_search(tmp_path: Any) -> None:
+    """RECALL_CHEAP_SEARCH_CODES reaches the engine; the batcher's limit is 1 while the
+    engine says its index is cheap to search, else RECALL_BATCH_MAX_RUNNING (0: none)."""
+    for setting, expensive in ((3, 3), (0, None)):
+        server = _server(tmp_path, batch_max_running=setting, cheap_search_codes=1234)
+        assert server.engine.cheap_search_codes == 1234
+        batcher = server.batcher
+        assert batcher is not None
+        assert batcher.max_running == expensive  # no index loaded: not cheap
+        server.engine.searches_are_cheap = lambda: True
+        assert batcher.max_running == 1
+        server.engine.searches_are_cheap = lambda: False
+        assert batcher.max_running == expensive

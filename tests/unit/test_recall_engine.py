@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -301,6 +303,83 @@ def test_no_index_loaded_raises(tmp_path: Path) -> None:
     engine = RecallEngine(holder, FakeUserVectors("v", {}), max_k=10)  # type: ignore[arg-type]
     with pytest.raises(NoIndexLoaded):
         asyncio.run(engine.recall([RecallQuery(user_id="u", k=1)]))
+
+
+def test_searches_are_cheap_compares_the_codes_one_query_scans_with_the_threshold(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """One query scans nprobe × items/nlist codes at the served nprobe (the server's
+    setting, else the manifest's): at most ``cheap_search_codes`` is cheap; 0 or no
+    index loaded is never cheap."""
+    loaded = setup.loaded
+    nlist, nprobe = loaded.manifest.nlist, loaded.manifest.nprobe
+    assert nprobe < nlist
+    codes = nprobe * loaded.item_count / nlist
+
+    def cheap(
+        threshold: float, nprobe: int | None = None, holder: IndexHolder | None = None
+    ) -> bool:
+        engine = RecallEngine(
+            holder or setup.holder,
+            setup.vectors,  # type: ignore[arg-type]
+            max_k=10,
+            nprobe=nprobe,
+            cheap_search_codes=int(threshold),
+        )
+        return engine.searches_are_cheap()
+
+    assert cheap(codes) and not cheap(codes - 1)
+    assert not cheap(codes, nprobe=nlist)  # the server's nprobe counts, not the manifest's
+    assert cheap(codes * 2, nprobe=nprobe * 2)
+    assert cheap(codes / nprobe, nprobe=1)
+    assert not cheap(0)
+    assert not cheap(10**9, holder=IndexHolder(ArtifactStore(tmp_path / "empty")))
+
+
+def test_a_cheap_search_runs_on_the_loop_only_while_its_calls_are_all_in_flight(
+    setup: Setup,
+) -> None:
+    """A thread hop costs a lone call more than a cheap search, but under load the search
+    thread frees the loop: a cheap search runs on the event loop's thread only when the
+    server serves no call beyond the batch's own (or when RECALL_INLINE_SEARCH_CODES
+    covers it); an expensive one, or one with unknown load, goes to a search thread."""
+    loaded = setup.loaded
+    codes = loaded.manifest.nprobe * loaded.item_count / loaded.manifest.nlist
+    queries = [RecallQuery(user_id="user-1", k=5), RecallQuery(user_id="user-2", k=5)]
+
+    def search_thread(in_flight: int | None, cheap_codes: float, inline_codes: float = 0) -> str:
+        engine = RecallEngine(
+            setup.holder,
+            setup.vectors,  # type: ignore[arg-type]
+            max_k=10,
+            cheap_search_codes=int(cheap_codes),
+            inline_search_codes=int(inline_codes),
+        )
+        if in_flight is not None:
+            engine.calls_in_flight = lambda: in_flight
+        threads: list[str] = []
+        search = engine._search
+
+        def spy(*args: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return search(*args)
+
+        engine._search = spy  # type: ignore[method-assign]
+        try:
+            answers = asyncio.run(engine.recall(queries))
+        finally:
+            engine.close()
+        assert answers == asyncio.run(setup.engine().recall(queries))
+        assert len(threads) == 1
+        return "loop" if threads[0] == threading.main_thread().name else "thread"
+
+    assert search_thread(in_flight=2, cheap_codes=codes) == "loop"
+    assert search_thread(in_flight=1, cheap_codes=codes) == "loop"
+    assert search_thread(in_flight=3, cheap_codes=codes) == "thread"  # another call waits
+    assert search_thread(in_flight=2, cheap_codes=codes - 1) == "thread"  # not cheap
+    assert search_thread(in_flight=None, cheap_codes=codes) == "thread"
+    assert search_thread(in_flight=3, cheap_codes=0, inline_codes=2 * codes) == "loop"
+    assert search_thread(in_flight=3, cheap_codes=0, inline_codes=2 * codes - 1) == "thread"
 
 
 # --- per-request options, batch independence, degraded answers ---------------------------
