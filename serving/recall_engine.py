@@ -170,6 +170,17 @@ def fallback_candidates(
     return [(item, score) for item, score in popular if item not in exclude][:k]
 
 
+@dataclass
+class _Group:
+    """Queries of one batch that search together (RecallEngine._groups)."""
+
+    depth: int
+    nprobe: int
+    refine_factor: int | None
+    members: list[int]  # the queries' positions in the batch
+    excluded: list[int]  # per member: its excluded items that are in the index
+
+
 class RecallEngine:
     def __init__(
         self,
@@ -271,12 +282,22 @@ class RecallEngine:
         if with_vector:
             matrix = np.stack([states[i].vector for i in with_vector])  # type: ignore[misc]
             batch = [queries[i] for i in with_vector]
-            if self._inline(loaded, batch):
-                rows = self._search(loaded, matrix, batch, aliases)
-            else:
-                rows = await asyncio.get_running_loop().run_in_executor(
-                    self._search_executor(), self._search, loaded, matrix, batch, aliases
-                )
+            inline = self._inline(loaded, batch)
+            groups = self._groups(loaded, batch)
+            found_rows = await self._search_groups_on(inline, loaded, matrix, groups)
+            rows, short = self._select(loaded, batch, groups, found_rows, aliases)
+            if short:
+                # Rare: a query whose probed lists held fewer than k usable results is
+                # searched again over every list (as expensive as the catalogue is large,
+                # so off the loop like any search).
+                wide = [
+                    _Group(g.depth, loaded.manifest.nlist, g.refine_factor, [r], [excluded])
+                    for r, g, excluded in short
+                ]
+                found_wide = await self._search_groups_on(inline, loaded, matrix, wide)
+                widened, _ = self._select(loaded, batch, wide, found_wide, aliases, retry=False)
+                for r, _group, _excluded in short:
+                    rows[r] = widened[r]
             if (
                 segment is not None
                 and segment.size
@@ -411,40 +432,73 @@ class RecallEngine:
             return search(matrix, depth, nprobe, k_factor=refine_factor)
         return loaded.search(matrix, depth, nprobe)
 
-    def _search(
+    def _groups(self, loaded: LoadedIndex, queries: Sequence[RecallQuery]) -> list[_Group]:
+        """The queries' search groups: equal (depth, nprobe, refine factor) search
+        together, usually all of them; depth = k + the query's excluded items in the
+        index (at most the catalogue)."""
+        groups: dict[tuple[int, int, int | None], _Group] = {}
+        for r, query in enumerate(queries):
+            excluded = sum(1 for e in query.exclude if e in loaded.internal_ids)
+            depth = min(loaded.item_count, query.k + excluded)
+            key = (depth, self._nprobe(loaded, query), query.refine_factor)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(depth, key[1], query.refine_factor, [], [])
+            group.members.append(r)
+            group.excluded.append(excluded)
+        return list(groups.values())
+
+    async def _search_groups_on(
         self,
+        inline: bool,
         loaded: LoadedIndex,
         matrix: np.ndarray,
-        queries: Sequence[RecallQuery],
-        aliases: Mapping[str, str] | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """Blocking: one Faiss search per group of queries with equal (depth, nprobe,
-        refine factor) — usually a single group — then a wider per-query search for any
-        query whose probed lists held fewer than k usable results.
+        groups: Sequence[_Group],
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``_search_groups`` on the event loop (``inline``) or in a search thread. Only
+        Faiss leaves the loop: candidate selection is Python, which in the thread would
+        wait for the GIL the loop holds."""
+        if inline:
+            return self._search_groups(loaded, matrix, groups)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._search_executor(), self._search_groups, loaded, matrix, groups
+        )
 
-        matrix: [len(queries), dim] float32 user vectors."""
-        excluded = [sum(1 for e in q.exclude if e in loaded.internal_ids) for q in queries]
-        depths = [min(loaded.item_count, q.k + n) for q, n in zip(queries, excluded, strict=True)]
-        groups: dict[tuple[int, int, int | None], list[int]] = {}
-        for r, query in enumerate(queries):
-            key = (depths[r], self._nprobe(loaded, query), query.refine_factor)
-            groups.setdefault(key, []).append(r)
+    def _search_groups(
+        self, loaded: LoadedIndex, matrix: np.ndarray, groups: Sequence[_Group]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Blocking: one Faiss search per group, (scores, ids) [len(members), depth] each.
+
+        matrix: [queries, dim] float32 user vectors."""
+        found = []
+        for group in groups:
+            block = matrix if len(group.members) == len(matrix) else matrix[group.members]
+            found.append(
+                self._search_rows(loaded, block, group.depth, group.nprobe, group.refine_factor)
+            )
+        return found
+
+    def _select(
+        self,
+        loaded: LoadedIndex,
+        queries: Sequence[RecallQuery],
+        groups: Sequence[_Group],
+        found: Sequence[tuple[np.ndarray, np.ndarray]],
+        aliases: Mapping[str, str] | None = None,
+        *,
+        retry: bool = True,
+    ) -> tuple[list[list[tuple[str, float]]], list[tuple[int, _Group, int]]]:
+        """Each query's candidates from its group's search (queries of no group get []),
+        and, with ``retry``, the (position, group, excluded) of every query whose probed
+        lists held fewer than k usable results."""
         rows: list[list[tuple[str, float]]] = [[] for _ in queries]
-        for (depth, nprobe, refine_factor), members in groups.items():
-            block = matrix if len(members) == len(queries) else matrix[members]
-            scores, ids = self._search_rows(loaded, block, depth, nprobe, refine_factor)
-            for j, r in enumerate(members):
+        short: list[tuple[int, _Group, int]] = []
+        for group, (scores, ids) in zip(groups, found, strict=True):
+            for j, (r, excluded) in enumerate(zip(group.members, group.excluded, strict=True)):
                 query = queries[r]
-                row = select_candidates(
+                rows[r] = select_candidates(
                     ids[j], scores[j], loaded.item_ids, query.exclude, query.k, aliases
                 )
-                wanted = min(query.k, loaded.item_count - excluded[r])
-                if len(row) < wanted:
-                    s2, i2 = self._search_rows(
-                        loaded, matrix[r : r + 1], depth, loaded.manifest.nlist, refine_factor
-                    )
-                    row = select_candidates(
-                        i2[0], s2[0], loaded.item_ids, query.exclude, query.k, aliases
-                    )
-                rows[r] = row
-        return rows
+                if retry and len(rows[r]) < min(query.k, loaded.item_count - excluded):
+                    short.append((r, group, excluded))
+        return rows, short

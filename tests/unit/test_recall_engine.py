@@ -213,6 +213,12 @@ def test_excluding_every_item_in_the_probed_list_falls_back_to_a_wider_search(
     assert result.source is Source.USER_VECTOR
     assert_well_formed(result, 10)
     assert not {i for i, _ in result.candidates} & in_first_list
+    # In a batch, only that query is searched again; its neighbours keep their answers.
+    other = RecallQuery(user_id="user-5", k=10)
+    together = setup.recall(
+        other, RecallQuery(user_id="user-6", k=10, exclude=in_first_list), other, nprobe=1
+    )
+    assert together == [setup.recall(other, nprobe=1)[0], result, setup.recall(other, nprobe=1)[0]]
 
 
 def test_k_larger_than_what_is_left_returns_everything_left(setup: Setup) -> None:
@@ -358,13 +364,13 @@ def test_a_cheap_search_runs_on_the_loop_only_while_its_calls_are_all_in_flight(
         if in_flight is not None:
             engine.calls_in_flight = lambda: in_flight
         threads: list[str] = []
-        search = engine._search
+        search = engine._search_groups
 
         def spy(*args: Any) -> Any:
             threads.append(threading.current_thread().name)
             return search(*args)
 
-        engine._search = spy  # type: ignore[method-assign]
+        engine._search_groups = spy  # type: ignore[method-assign]
         try:
             answers = asyncio.run(engine.recall(queries))
         finally:
