@@ -207,7 +207,7 @@ class ServerSettings(BaseSettings):
             "Searches expected to scan at most this many PQ codes (queries × nprobe × "
             "items/nlist) run on the event loop instead of a search thread; 0 (default): "
             "none by this rule. Under load a search thread lets the loop take in the next "
-            "calls (+20-40 % QPS on the demo index against 32,000, bench/README.md); a "
+            "calls (+10-45 % QPS on the demo index at 8-64 in flight, bench/README.md); a "
             "cheap search (RECALL_CHEAP_SEARCH_CODES) whose calls are all the server is "
             "serving still runs on the loop, sparing a lone call the thread hop."
         ),
@@ -219,7 +219,7 @@ class ServerSettings(BaseSettings):
             "An index whose one query scans at most this many PQ codes at the served "
             "nprobe (nprobe × items/nlist) is cheap to search: then one Recall batch runs "
             "at a time, whatever RECALL_BATCH_MAX_RUNNING says, so calls pile into larger "
-            "batches (+20-30 % QPS on the demo index); 0: never."
+            "batches (+10-45 % QPS on the demo index at 8-64 in flight); 0: never."
         ),
     )
     event_loop: Literal["asyncio", "uvloop"] = Field(

@@ -414,7 +414,7 @@ class RecallEngine:
         codes at the served nprobe (False with no index loaded). The server then lets one
         batch run at a time: with cheap searches the request path's own work dominates,
         and calls that wait for the running batch make the next one larger (fewer loop
-        turns per call; bench/README.md measured +20-30 % QPS on the demo index)."""
+        turns per call; bench/README.md: +10-45 % QPS on the demo index at 8-64 in flight)."""
         loaded = self.holder.current_or_none()
         return loaded is not None and self._cheap(loaded)
 
