@@ -185,8 +185,9 @@ class ServerSettings(BaseSettings):
         ge=1,
         le=256,
         description=(
-            "Threads that run the searches too large for the event loop "
-            "(RECALL_INLINE_SEARCH_CODES), each with RECALL_FAISS_THREADS OpenMP threads."
+            "Threads that run the searches that leave the event loop (all but a lone "
+            "call's cheap one, RECALL_INLINE_SEARCH_CODES), each with RECALL_FAISS_THREADS "
+            "OpenMP threads."
         ),
     )
     max_in_flight: int = Field(

@@ -207,8 +207,8 @@ class RecallEngine:
         the served nprobe is cheap to search (``searches_are_cheap``; 0: never).
         ``canonical_maps``: duplicate maps by model version (default: read from the
         holder's artifact store, ``models/<version>/duplicates.json``).
-        ``search_threads``: threads that run the larger searches (at most this many at
-        once); ``faiss_threads``: OpenMP threads of each of them."""
+        ``search_threads``: threads that run the searches that leave the loop (at most
+        this many at once); ``faiss_threads``: OpenMP threads of each of them."""
         self.holder = holder
         self.vectors = vectors
         self.max_k = max_k
