@@ -39,6 +39,11 @@ DEGRADED = Counter(
     ["reason"],
 )
 IN_FLIGHT = Gauge("recall_in_flight_calls", "Recall/BatchRecall calls being served now.")
+BATCH_MAX_RUNNING = Gauge(
+    "recall_batch_max_running",
+    "Most Recall batches served at once for the serving index: 1 while it is cheap to search "
+    "(RECALL_CHEAP_SEARCH_CODES), else RECALL_BATCH_MAX_RUNNING; 0 = no limit or no batching.",
+)
 BATCH_SIZE = Histogram(
     "recall_batch_size",
     "Recall calls coalesced into one Redis round trip and Faiss search (micro-batching).",

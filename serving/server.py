@@ -38,6 +38,7 @@ from serving.index_holder import IndexHolder
 from serving.interactions import Interaction, InteractionRecorder
 from serving.metrics import (
     BATCH_DROPPED,
+    BATCH_MAX_RUNNING,
     BATCH_SIZE,
     CATALOGUE_CHANGES,
     DEGRADED,
@@ -567,6 +568,7 @@ class RecallServer:
         INDEX_LOADS.labels("success").inc()
         INDEX_ITEMS.set(loaded.item_count)
         INDEX_LOADED_AT.set(loaded.loaded_at)
+        BATCH_MAX_RUNNING.set((self.batcher and self.batcher.max_running) or 0)
         INDEX_INFO.clear()
         INDEX_INFO.labels(loaded.index_version, loaded.model_version).set(1)
         _freeze_heap()

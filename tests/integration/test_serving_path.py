@@ -156,6 +156,9 @@ def test_searches_in_the_search_threads_answer_as_inline_ones(
         )
         with ServerThread(threaded_settings) as threaded:
             answers = asyncio.run(call_all(threaded.port, requests, in_flight=32))
+            # What the server chose for the loaded index (the synthetic one is cheap).
+            chosen = metric("recall_batch_max_running")
+        assert chosen == (1 if cheap else running)
         assert all(o.code == grpc.StatusCode.OK for o in answers + reference)
         for a, r in zip(answers, reference, strict=True):
             assert a.response == r.response, (running, cheap, a.request)
