@@ -295,7 +295,7 @@ class RecallEngine:
                     for r, g, excluded in short
                 ]
                 found_wide = await self._search_groups_on(inline, loaded, matrix, wide)
-                widened, _ = self._select(loaded, batch, wide, found_wide, aliases, retry=False)
+                widened, _ = self._select(loaded, batch, wide, found_wide, aliases)
                 for r, _group, _excluded in short:
                     rows[r] = widened[r]
             if (
@@ -485,12 +485,10 @@ class RecallEngine:
         groups: Sequence[_Group],
         found: Sequence[tuple[np.ndarray, np.ndarray]],
         aliases: Mapping[str, str] | None = None,
-        *,
-        retry: bool = True,
     ) -> tuple[list[list[tuple[str, float]]], list[tuple[int, _Group, int]]]:
         """Each query's candidates from its group's search (queries of no group get []),
-        and, with ``retry``, the (position, group, excluded) of every query whose probed
-        lists held fewer than k usable results."""
+        and the (position, group, excluded) of every query whose search held fewer than k
+        usable results."""
         rows: list[list[tuple[str, float]]] = [[] for _ in queries]
         short: list[tuple[int, _Group, int]] = []
         for group, (scores, ids) in zip(groups, found, strict=True):
@@ -499,6 +497,6 @@ class RecallEngine:
                 rows[r] = select_candidates(
                     ids[j], scores[j], loaded.item_ids, query.exclude, query.k, aliases
                 )
-                if retry and len(rows[r]) < min(query.k, loaded.item_count - excluded):
+                if len(rows[r]) < min(query.k, loaded.item_count - excluded):
                     short.append((r, group, excluded))
         return rows, short
