@@ -52,6 +52,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "hidden_units": [256],
         "linear_rank": 128,
     },
+    # The set-history towers plus the closed-form kernel branch (∞-AE over every
+    # training user, training/kernel_branch.py) instead of the linear one; the learnt
+    # part at half the kernel's weight (chosen on P1's tuning splits, docs/quality.md).
+    "hybrid-kernel": {
+        "history_context": "all_other",
+        "history_length": 200,
+        "temperature": 0.1,
+        "hidden_units": [256],
+        "kernel_max_users": 4096,
+        "linear_weight": 0.5,
+    },
     "default+linear": {"linear_rank": 128},
     "hybrid-learnt-only": {
         "history_context": "all_other",

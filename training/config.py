@@ -115,14 +115,31 @@ class TrainConfig(BaseModel):
         2.0,
         gt=0,
         description="Weight of the learnt towers' per-user z-scored scores against the "
-        "linear branch's (weight 1).",
+        "closed-form branches' (linear and kernel, weight 1 each).",
     )
     linear_history_length: int = Field(
         1000,
         ge=1,
         le=1000,
-        description="Most recent items the linear branch sums (the learnt towers read "
-        "history_length); at most the Redis history cap.",
+        description="Most recent items the closed-form branches read (the learnt towers "
+        "read history_length); at most the Redis history cap.",
+    )
+    kernel_max_users: int = Field(
+        0,
+        ge=0,
+        le=8192,
+        description="Anchor users of the closed-form kernel branch (∞-AE: kernel ridge "
+        "regression with a ReLU network's NTK, training/kernel_branch.py) added to both "
+        "towers after training: every training user up to this many, a seeded sample "
+        "above it. Served vectors gain min(this, users) dimensions; 0 turns it off.",
+    )
+    kernel_depth: int = Field(
+        5, ge=1, le=8, description="Hidden layers of the kernel branch's ReLU network."
+    )
+    kernel_reg: float = Field(
+        0.5,
+        gt=0,
+        description="The kernel branch's ridge, relative to the kernel's mean diagonal.",
     )
     linear_max_items: int = Field(
         20_000,
@@ -148,8 +165,8 @@ class TrainConfig(BaseModel):
     @property
     def input_history_length(self) -> int:
         """History items the exported user tower reads: the learnt part's
-        ``history_length``, or the linear branch's when that is on and longer."""
-        if self.linear_rank > 0:
+        ``history_length``, or the closed-form branches' when one is on and longer."""
+        if self.linear_rank > 0 or self.kernel_max_users > 0:
             return max(self.history_length, self.linear_history_length)
         return self.history_length
 

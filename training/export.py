@@ -137,11 +137,9 @@ def export_item_tower(tower: ItemTower, features: Sequence[FittedFeature], path:
             vectors = tf.concat([vectors, tower.config.temperature * tower.bias(inputs)], -1)
         if not tower.blend_on:
             return vectors
-        served = [vectors]
-        if tower.linear_rows is not None:
-            # As ItemTower.call: an item without interactions has no linear-branch row.
-            zeros = tf.zeros([tf.shape(vectors)[0], tower.linear_rank], dtype=vectors.dtype)
-            served.insert(0, zeros)
+        # As ItemTower.call: an item without interactions has no closed-form branch rows.
+        width = sum(int(t.shape[1]) for t in tower.branch_tables)
+        served = [tf.zeros([tf.shape(vectors)[0], width], dtype=vectors.dtype), vectors]
         if tower.has_prior:
             # As ItemTower.call: the content prior from the same feature indices.
             served.append(tower.prior_of_blocks(blocks))

@@ -13,13 +13,15 @@ is their cosine similarity. With ``item_bias`` both get one more dimension (user
 temperature × a bias learnt from the item's inputs), so the inner product also carries the
 item's learnt popularity, which is what ranks items that have no interactions yet.
 
-After training, two closed-form parts may be *blended* in (``attach_blend``; the towers then
-return the served vectors): the linear branch (``training/linear_branch.py``, leading
-dimensions) and the content prior (``training/content_prior.py``, one trailing dimension,
-non-zero for items without interactions only).
+After training, closed-form parts may be *blended* in (``attach_blend``; the towers then
+return the served vectors): the linear branch (``training/linear_branch.py``) and the
+kernel branch (``training/kernel_branch.py``), leading dimensions, and the content prior
+(``training/content_prior.py``, one trailing dimension, non-zero for items without
+interactions only).
 Each part is z-scored per user over the catalogue, so the served vectors are
-``user = [lin/σ_lin, w·learnt/σ_learnt, w·w_prior]`` and
-``item = [Q[j], learnt(j), prior(j)]`` (``w`` = ``linear_weight`` with the branch, else 1).
+``user = [lin/σ_lin, ker/σ_ker, w·learnt/σ_learnt, w·w_prior]`` and
+``item = [Q[j], α[:, j], learnt(j), prior(j)]`` (``w`` = ``linear_weight`` with a branch,
+else 1).
 Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary id, missing feature value,
 history padding).
 """
@@ -36,6 +38,7 @@ import tensorflow as tf
 from training.config import TrainConfig
 from training.content_prior import ContentPrior
 from training.features import FittedFeature
+from training.kernel_branch import BIAS_VARIANCE, WEIGHT_VARIANCE, KernelBranch
 from training.linear_branch import LinearBranch, item_covariance
 from training.retrieval_task import retrieval_loss
 
@@ -117,7 +120,9 @@ class ItemTower(keras.Model):
         feature_table: Mapping[str, np.ndarray],
         config: TrainConfig,
         trained: np.ndarray | None = None,
+        kernel_size: int = 0,
     ) -> None:
+        """``kernel_size``: columns of the kernel branch (its anchor users; 0: none)."""
         super().__init__(name="item_tower")
         self.config = config
         self.lookup = _lookup(item_ids, "item_lookup")
@@ -154,6 +159,18 @@ class ItemTower(keras.Model):
             if self.linear_rank
             else None
         )
+        # The kernel branch's item table (training/kernel_branch.py), likewise.
+        self.kernel_size = kernel_size
+        self.kernel_rows = (
+            self.add_weight(
+                name="kernel_item_rows",
+                shape=(len(item_ids) + 1, kernel_size),
+                initializer="zeros",
+                trainable=False,
+            )
+            if kernel_size
+            else None
+        )
         # The content prior's per-feature weights (training/content_prior.py): zeros until
         # attach_blend fills them; only with item features and a prior weight.
         self.prior_weights: list[keras.Variable] = []
@@ -173,6 +190,11 @@ class ItemTower(keras.Model):
     @property
     def has_prior(self) -> bool:
         return self.prior_offset is not None
+
+    @property
+    def branch_tables(self) -> list[keras.Variable]:
+        """The closed-form branches' item tables, in served order (linear, kernel)."""
+        return [t for t in (self.linear_rows, self.kernel_rows) if t is not None]
 
     def build(self, input_shape: Any = None) -> None:
         """Sub-layers build on their first call (shapes are known only then)."""
@@ -204,15 +226,13 @@ class ItemTower(keras.Model):
             vectors = tf.concat([vectors, self.config.temperature * self.bias(inputs)], -1)
         if not self.blend_on:
             return vectors
-        parts = [vectors]
-        if self.linear_rows is not None:
-            parts.insert(0, tf.gather(self.linear_rows, tf.cast(items, tf.int64)))
+        rows = tf.cast(items, tf.int64)
+        parts = [tf.gather(t, rows) for t in self.branch_tables] + [vectors]
         if self.has_prior:
             # Only items without interactions (they read the unknown id row) carry the
             # prior: for the others the towers know better, and a popularity prior on
             # them costs a third of P2's Recall@10 (docs/quality.md).
             assert self.features is not None
-            rows = tf.cast(items, tf.int64)
             prior = self.prior_of_blocks([tf.gather(t, rows) for t in self.features.tables])
             cold = tf.cast(tf.equal(tf.gather(self.id_rows, rows), 0), prior.dtype)
             parts.append(prior * cold[:, tf.newaxis])
@@ -271,16 +291,28 @@ class UserTower(keras.Model):
         self.linear_rows: keras.Variable | None = None
         self.linear_cov: keras.Variable | None = None
         self.learnt_cov: keras.Variable | None = None
+        n_rows = int(item_tower.id_rows.shape[0])  # items + the unknown row 0
         if rank and item_tower.linear_rows is not None:
-            n_rows = int(item_tower.linear_rows.shape[0])
             self.linear_rows = self._constant("linear_user_rows", (n_rows, rank))
             self.linear_cov = self._constant("linear_cov", (rank, rank))
+        # The kernel branch (training/kernel_branch.py): its anchors as an item-major 0/1
+        # table, their squared norms, which columns are real anchors, and the covariance.
+        size = item_tower.kernel_size
+        self.kernel_anchors: keras.Variable | None = None
+        self.kernel_anchor_sq: keras.Variable | None = None
+        self.kernel_valid: keras.Variable | None = None
+        self.kernel_cov: keras.Variable | None = None
+        if size:
+            self.kernel_anchors = self._constant("kernel_anchors", (n_rows, size))
+            self.kernel_anchor_sq = self._constant("kernel_anchor_sq", (size,))
+            self.kernel_valid = self._constant("kernel_valid", (size,))
+            self.kernel_cov = self._constant("kernel_cov", (size, size))
         self.has_prior = item_tower.has_prior
-        if self.linear_rows is not None or self.has_prior:
+        if self.linear_rows is not None or self.kernel_anchors is not None or self.has_prior:
             self.learnt_cov = self._constant("learnt_cov", (tt_dim, tt_dim))
         self.blend_on = False
 
-    def _constant(self, name: str, shape: tuple[int, int]) -> keras.Variable:
+    def _constant(self, name: str, shape: tuple[int, ...]) -> keras.Variable:
         return self.add_weight(name=name, shape=shape, initializer="zeros", trainable=False)
 
     def build(self, input_shape: Any = None) -> None:
@@ -294,8 +326,8 @@ class UserTower(keras.Model):
         return self._blended(vectors, inputs["history"])
 
     def _blended(self, learnt: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
-        """[lin/σ_lin, w·learnt/σ_learnt, w·w_prior], unit norm: every part z-scored per
-        user over the catalogue, as one inner product (module docstring)."""
+        """[lin/σ_lin, ker/σ_ker, w·learnt/σ_learnt, w·w_prior], unit norm: every part
+        z-scored per user over the catalogue, as one inner product (module docstring)."""
         assert self.learnt_cov is not None
 
         def scaled(v: tf.Tensor, cov: tf.Tensor) -> tf.Tensor:
@@ -309,11 +341,48 @@ class UserTower(keras.Model):
             rows = tf.gather(self.linear_rows, tf.cast(history, tf.int64))  # [B, H, r]
             parts.append(scaled(tf.reduce_sum(rows, axis=1), self.linear_cov))
             weight = self.config.linear_weight
+        if self.kernel_anchors is not None:
+            assert self.kernel_cov is not None and self.kernel_valid is not None
+            kernel = scaled(self._kernel_row(history), self.kernel_cov)
+            parts.append(kernel * self.kernel_valid)  # padding anchors score nothing
+            weight = self.config.linear_weight
         parts.append(weight * scaled(learnt, self.learnt_cov))
         if self.has_prior:
             prior = weight * self.config.content_prior_weight
             parts.append(tf.fill([tf.shape(learnt)[0], 1], tf.cast(prior, learnt.dtype)))
         return tf.math.l2_normalize(tf.concat(parts, axis=-1), axis=-1)
+
+    def _kernel_row(self, history: tf.Tensor) -> tf.Tensor:
+        """[B, H] item indices → [B, m] float32 NTK of each user's 0/1 row against the
+        anchors (``training.kernel_branch.ntk_from_products``, in float64)."""
+        assert self.kernel_anchors is not None and self.kernel_anchor_sq is not None
+        n_rows = int(self.kernel_anchors.shape[0])
+        # The user's 0/1 row: each item once however often it repeats; row 0 is padding.
+        seen = tf.math.bincount(
+            tf.cast(history, tf.int64),
+            minlength=n_rows,
+            maxlength=n_rows,
+            binary_output=True,
+            axis=-1,
+            dtype=tf.float32,
+        )
+        seen = tf.concat([tf.zeros_like(seen[:, :1]), seen[:, 1:]], axis=-1)
+        dot = tf.cast(tf.matmul(seen, self.kernel_anchors), tf.float64)  # exact counts
+        own_sq = tf.cast(tf.reduce_sum(seen, axis=-1, keepdims=True), tf.float64)
+        anchor_sq = tf.cast(self.kernel_anchor_sq, tf.float64)[tf.newaxis, :]
+        sw, sb, d = WEIGHT_VARIANCE, BIAS_VARIANCE, float(n_rows - 1)
+        sigma = sw * dot / d + sb
+        s_own, s_anchor = sw * own_sq / d + sb, sw * anchor_sq / d + sb
+        theta = sigma
+        for _ in range(self.config.kernel_depth):
+            norm = tf.sqrt(s_own * s_anchor)
+            cos = tf.clip_by_value(sigma / norm, -1.0, 1.0)
+            angle = tf.acos(cos)
+            derivative = sw * (np.pi - angle) / (2 * np.pi)
+            sigma = sw * norm * (tf.sin(angle) + (np.pi - angle) * cos) / (2 * np.pi) + sb
+            s_own, s_anchor = sw * s_own / 2 + sb, sw * s_anchor / 2 + sb
+            theta = sigma + theta * derivative
+        return tf.cast(theta, tf.float32)
 
     def _learnt(self, inputs: Mapping[str, tf.Tensor], training: bool) -> tf.Tensor:
         users = inputs["user"]
@@ -412,6 +481,7 @@ def attach_blend(
     item: ItemTower,
     branch: LinearBranch | None = None,
     prior: ContentPrior | None = None,
+    kernel: KernelBranch | None = None,
 ) -> None:
     """Fill the towers' closed-form parts and switch the blend on: from now on the towers
     return the served vectors (module docstring). Call after training; the learnt item
@@ -424,6 +494,11 @@ def attach_blend(
         raise ValueError("the towers were built without a linear branch (linear_rank 0)")
     if prior is not None and not item.has_prior:
         raise ValueError("the towers were built without a content prior")
+    if kernel is not None and (item.kernel_rows is None or kernel.size != item.kernel_size):
+        raise ValueError(
+            f"the towers were built for a kernel branch of {item.kernel_size} columns, "
+            f"not {kernel.size}"
+        )
     if user.learnt_cov is None:
         raise ValueError("the towers were built without any part to blend")
     item.blend_on = user.blend_on = False
@@ -436,6 +511,15 @@ def attach_blend(
         item.linear_rows.assign(branch.item_rows)
         user.linear_rows.assign(branch.user_rows)
         user.linear_cov.assign(branch.item_cov.astype(np.float32))
+    if kernel is not None:
+        assert item.kernel_rows is not None and user.kernel_anchors is not None
+        assert user.kernel_anchor_sq is not None and user.kernel_valid is not None
+        assert user.kernel_cov is not None
+        item.kernel_rows.assign(kernel.item_rows)
+        user.kernel_anchors.assign(kernel.anchors)
+        user.kernel_anchor_sq.assign(kernel.anchor_sq)
+        user.kernel_valid.assign(kernel.anchor_valid)
+        user.kernel_cov.assign(kernel.item_cov.astype(np.float32))
     if prior is not None:
         assert item.prior_offset is not None
         for variable, weights in zip(item.prior_weights, prior.weights, strict=True):

@@ -31,6 +31,7 @@ from training.data.schema import Dataset
 from training.evaluation import leave_last_out, popularity_recall_at_k, ranking_metrics
 from training.features import FittedFeature, encode_table, fit_features
 from training.histories import latest_histories
+from training.kernel_branch import anchor_count, fit_kernel_branch
 from training.linear_branch import fit_linear_branch
 from training.model import ItemTower, TwoTowerModel, UserTower, attach_blend
 
@@ -92,7 +93,12 @@ def build_towers(vocab: Vocabulary, item_counts: pd.Series, config: TrainConfig)
     """Fresh towers; ``item_counts`` (item_id → training interactions) sets the logQ table."""
     counts = item_counts.reindex(vocab.item_ids).fillna(0).to_numpy(dtype=np.float64)
     item_tower = ItemTower(
-        vocab.item_ids, vocab.item_features, vocab.item_feature_table, config, counts > 0
+        vocab.item_ids,
+        vocab.item_features,
+        vocab.item_feature_table,
+        config,
+        counts > 0,
+        anchor_count(config.kernel_max_users, len(vocab.user_ids)),
     )
     user_tower = UserTower(
         vocab.user_ids, item_tower, vocab.user_features, vocab.user_feature_table, config
@@ -405,6 +411,18 @@ def _attach_blend(
         if linear
         else None
     )
+    kernel = (
+        fit_kernel_branch(
+            interactions,
+            vocab.item_ids,
+            towers.item.kernel_size,
+            config.kernel_depth,
+            config.kernel_reg,
+            config.seed,
+        )
+        if towers.item.kernel_size
+        else None
+    )
     prior = None
     if towers.item.has_prior:
         counts = interactions["item_id"].value_counts().reindex(vocab.item_ids).fillna(0)
@@ -417,10 +435,16 @@ def _attach_blend(
         )
         if prior is None:
             log.warning("content prior off: the item features predict no popularity spread")
-    attach_blend(towers.user, towers.item, branch, prior)
+    attach_blend(towers.user, towers.item, branch, prior, kernel)
     log.info(
-        "blended parts: linear branch %s, content prior %s (%.1f s)",
+        "blended parts: linear branch %s, kernel branch %s, content prior %s (%.1f s)",
         f"rank {branch.rank}, λ {config.linear_l2:g}" if branch is not None else "off",
+        (
+            f"{int(kernel.anchor_valid.sum())} anchors, depth {config.kernel_depth}, "
+            f"reg {config.kernel_reg:g}"
+        )
+        if kernel is not None
+        else "off",
         f"weight {config.content_prior_weight:g}" if prior is not None else "off",
         time.perf_counter() - started,
     )
@@ -443,7 +467,7 @@ def train_two_tower(
     towers, progress = _fit(
         val_split.train, vocab, config, config.epochs, validation, on_epoch, "validate"
     )
-    blend = linear or towers.item.has_prior
+    blend = linear or towers.item.has_prior or towers.item.kernel_size > 0
     curve = list(progress.curve)
     monitored = [p.get(config.early_stopping_metric, float("nan")) for p in curve]
     best_epoch = int(np.nanargmax(monitored)) + 1 if validation.targets.size else len(curve)

@@ -1,0 +1,204 @@
+"""The closed-form kernel branch (∞-AE: NTK kernel ridge over users) and its towers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from training.config import TrainConfig
+from training.data.schema import Dataset
+from training.data.synthetic import generate
+from training.export import write_model_dir
+from training.kernel_branch import (
+    BIAS_VARIANCE,
+    WEIGHT_VARIANCE,
+    anchor_count,
+    fit_kernel_branch,
+    ntk,
+)
+from training.train import TrainedModel, history_indices, train_two_tower
+from training.user_encoder import UserEncoder
+
+
+def _x(frame: pd.DataFrame, users: list[str], items: list[str]) -> np.ndarray:
+    x = np.zeros((len(users), len(items)))
+    for u, i in frame[["user_id", "item_id"]].itertuples(index=False):
+        x[users.index(u), items.index(i)] = 1.0
+    return x
+
+
+def test_ntk_of_one_hidden_layer_by_hand() -> None:
+    # Two inputs in d = 4: x·x = 2, y·y = 1, x·y = 1.
+    x, y = np.array([[1.0, 1, 0, 0]]), np.array([[1.0, 0, 0, 0]])
+    sw, sb, d = WEIGHT_VARIANCE, BIAS_VARIANCE, 4
+    s_xy, s_xx, s_yy = sw * 1 / d + sb, sw * 2 / d + sb, sw * 1 / d + sb
+    cos = s_xy / np.sqrt(s_xx * s_yy)
+    angle = np.arccos(cos)
+    sigma1 = sw * np.sqrt(s_xx * s_yy) * (np.sin(angle) + (np.pi - angle) * cos) / (2 * np.pi)
+    expected = sigma1 + sb + s_xy * sw * (np.pi - angle) / (2 * np.pi)
+    assert ntk(x, y, depth=1)[0, 0] == pytest.approx(expected, rel=1e-12)
+    # On the diagonal θ = 0: Σ¹ = σ_w² Σ⁰ / 2 + σ_b², Θ¹ = Σ¹ + Σ⁰ σ_w² / 2.
+    assert ntk(x, x, depth=1)[0, 0] == pytest.approx(2 * (sw * s_xx / 2) + sb, rel=1e-12)
+
+
+def test_ntk_expectations_match_a_wide_random_relu_layer() -> None:
+    """Σ¹ = σ_w² E[relu(u) relu(v)] + σ_b² and the derivative term σ_w² E[relu'(u) relu'(v)]
+    for (u, v) ~ N(0, Σ⁰): the arc-cosine formulas the recursion uses, by Monte Carlo."""
+    rng = np.random.default_rng(0)
+    x, y = np.array([[1.0, 1, 1, 0, 0]]), np.array([[0.0, 1, 1, 1, 0]])
+    sw, sb, d = WEIGHT_VARIANCE, BIAS_VARIANCE, 5
+    cov = np.array([[x @ x.T, x @ y.T], [y @ x.T, y @ y.T]]).reshape(2, 2) * sw / d + sb
+    u, v = rng.multivariate_normal(np.zeros(2), cov, size=2_000_000).T
+    sigma1 = sw * np.mean(np.maximum(u, 0) * np.maximum(v, 0)) + sb
+    derivative = sw * np.mean((u > 0) & (v > 0))
+    expected = sigma1 + cov[0, 1] * derivative
+    assert ntk(x, y, depth=1)[0, 0] == pytest.approx(expected, rel=5e-3)
+
+
+def test_branch_scores_are_the_kernel_ridge_predictions() -> None:
+    data = generate(n_users=30, n_items=20, interactions_per_user=6, seed=3).interactions
+    users, items = sorted(data["user_id"].unique()), sorted(data["item_id"].unique())
+    items = [*items, "never-seen"]
+    x = _x(data, users, items)
+    branch = fit_kernel_branch(data, items, size=30, depth=2, reg=0.5, seed=0)
+    k = ntk(x, x, 2)
+    expected = k @ np.linalg.solve(k + 0.5 * np.trace(k) / 30 * np.eye(30), x)
+    # The towers' view: a user's kernel row against the anchors (x as the item-major table).
+    anchors = branch.anchors[1:].T.astype(np.float64)
+    rows = ntk(x, anchors, 2, b_sq=branch.anchor_sq)
+    got = rows @ branch.item_rows[1:].T.astype(np.float64)
+    # Anchors are the users in order of first appearance; the scores do not depend on it.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert not branch.item_rows[0].any() and not branch.anchors[0].any()
+    assert not branch.item_rows[-1].any()  # no interactions: nothing to predict it from
+    assert branch.item_cov.shape == (30, 30) and branch.anchor_valid.all()
+
+
+def test_more_users_than_columns_samples_anchors_fewer_pads() -> None:
+    data = generate(n_users=40, n_items=15, interactions_per_user=5, seed=4).interactions
+    items = sorted(data["item_id"].unique())
+    sampled = fit_kernel_branch(data, items, size=25, depth=1, reg=1.0, seed=7)
+    assert sampled.size == 25 and sampled.anchor_valid.sum() == 25
+    again = fit_kernel_branch(data, items, size=25, depth=1, reg=1.0, seed=7)
+    np.testing.assert_array_equal(sampled.anchors, again.anchors)  # seeded
+    padded = fit_kernel_branch(data, items, size=50, depth=1, reg=1.0, seed=7)
+    assert padded.anchor_valid.tolist() == [1.0] * 40 + [0.0] * 10
+    assert not padded.item_rows[:, 40:].any() and not padded.anchors[:, 40:].any()
+    assert anchor_count(4096, 943) == 943 and anchor_count(25, 40) == 25
+    with pytest.raises(ValueError, match="reg"):
+        fit_kernel_branch(data, items, size=5, depth=1, reg=0.0, seed=0)
+
+
+# --- towers with the branch: training, serving vectors, export -----------------------
+
+CONFIG = TrainConfig(
+    epochs=2,
+    batch_size=64,
+    embedding_dim=8,
+    id_embedding_dim=8,
+    feature_embedding_dim=4,
+    history_length=3,
+    kernel_max_users=60,  # more than the 50 users: one anchor per user
+    kernel_depth=3,
+    linear_history_length=16,  # every user's whole history: the anchors' rows
+    linear_weight=0.5,
+    patience=1,
+)
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    data = generate(n_users=50, n_items=40, interactions_per_user=10, seed=2)
+    return train_two_tower(Dataset(data.interactions, data.items, data.users, "synthetic"), CONFIG)
+
+
+def test_user_tower_computes_the_same_kernel_as_numpy(trained: TrainedModel) -> None:
+    model = trained
+    index = {item: i + 1 for i, item in enumerate(model.item_ids)}
+    history = history_indices(model.histories, index, CONFIG.input_history_length)
+    history[0, -1] = history[0, 0]  # a repeated item counts once
+    got = model.user_tower._kernel_row(tf.constant(history)).numpy()
+    x = np.zeros((len(history), len(index) + 1))
+    for row, items in enumerate(history):
+        x[row, items] = 1.0
+    anchors = np.asarray(model.user_tower.kernel_anchors)[1:].T
+    expected = ntk(x[:, 1:], anchors, CONFIG.kernel_depth)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_served_scores_are_the_z_scored_sum_of_both_parts(trained: TrainedModel) -> None:
+    model = trained
+    users, items = model.user_vectors(), model.item_vectors()
+    assert users.shape == (50, 50 + 8) and items.shape == (40, 50 + 8)
+    np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
+    assert {"recall@10", "learnt_recall@10"} <= set(model.metrics)
+
+    model.user_tower.blend_on = model.item_tower.blend_on = False
+    try:
+        learnt_users, learnt_items = model.user_vectors(), model.item_vectors()
+    finally:
+        model.user_tower.blend_on = model.item_tower.blend_on = True
+    # The kernel part on its own: ∞-AE fitted on every user, scored for every user.
+    assert max(len(h) for h in model.histories) < 16  # the histories are whole
+    data_items = model.item_ids
+    x = np.zeros((50, len(data_items)))
+    for row, history in enumerate(model.histories):
+        x[row, [data_items.index(i) for i in history]] = 1.0
+    k = ntk(x, x, CONFIG.kernel_depth)
+    infae = k @ np.linalg.solve(k + CONFIG.kernel_reg * np.trace(k) / 50 * np.eye(50), x)
+    trained_items = np.asarray(model.item_tower.id_rows)[1:] > 0
+
+    def z(scores: np.ndarray) -> np.ndarray:
+        scores = scores[:, trained_items]
+        return (scores - scores.mean(1, keepdims=True)) / scores.std(1, keepdims=True)
+
+    expected = z(infae) + 0.5 * z(learnt_users @ learnt_items.T)
+    served = (users @ items.T)[:, trained_items]
+    for u in range(len(served)):  # equal up to a positive per-user scale and shift
+        assert np.corrcoef(served[u], expected[u])[0, 1] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_export_with_the_branch_reloads_identically(trained: TrainedModel, tmp_path: Path) -> None:
+    model = trained
+    write_model_dir(model, CONFIG, tmp_path, "20261201T120000Z-kerne1", "synthetic")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["history_length"] == 16 and manifest["embedding_dim"] == 58
+    encoder = UserEncoder.load(tmp_path)
+    stored = np.load(tmp_path / "user_vectors.npy")
+    rows = [0, 7, 49]
+    served = encoder.encode([model.user_ids[r] for r in rows], [model.histories[r] for r in rows])
+    np.testing.assert_allclose(served, stored[rows], atol=1e-5)
+    # A new event moves the kernel part: the user's row against the anchors changes.
+    unseen = next(i for i in model.item_ids if i not in model.histories[0])
+    fresh = encoder.encode([model.user_ids[0]], [[unseen, *model.histories[0]]])
+    assert not np.allclose(fresh[:, :50], stored[[0], :50], atol=1e-4)
+    # A user unseen at training time with a few events gets a kernel part too.
+    new = encoder.encode(["someone-new"], [model.histories[3][:3]])
+    assert np.abs(new[:, :50]).sum() > 0
+
+
+def test_an_item_added_after_training_gets_zeros_in_the_kernel_part(tmp_path: Path) -> None:
+    from training.item_encoder import ItemEncoder
+
+    data = generate(n_users=40, n_items=40, interactions_per_user=8)
+    cold = [f"i{i}" for i in range(30, 40)]
+    warm = data.interactions[~data.interactions["item_id"].isin(cold)]
+    config = CONFIG.model_copy(update={"epochs": 1, "item_id_dropout": 0.2})
+    model = train_two_tower(Dataset(warm, data.items, data.users, "synthetic"), config)
+    write_model_dir(model, config, tmp_path, "20261201T130000Z-kerne1", "synthetic")
+    items = data.items.set_index("item_id")
+    rows = [
+        {"genres": "|".join(items.loc[i, "genres"]), "year": str(items.loc[i, "year"])}
+        for i in cold
+    ]
+    served = ItemEncoder.load(tmp_path).encode(rows)
+    trained = model.item_vectors()[[model.item_ids.index(i) for i in cold]]
+    assert served.shape == (10, 40 + 8)  # 40 users: 40 anchors
+    assert not served[:, :40].any()
+    np.testing.assert_allclose(served, trained, atol=1e-5)
+    assert np.abs(served[:, 40:]).sum() > 0
