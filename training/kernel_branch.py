@@ -8,10 +8,15 @@ same row, with the neural tangent kernel (NTK) of a fully connected ReLU network
     α = (K + reg · tr(K)/m · I)⁻¹ · X          [m, n_items], K = NTK(X, X)
     s(u) = NTK(x_u, X) · α                      [n_items]
 
-That is an inner product of the user's kernel row ``k_u = NTK(x_u, X)`` [m] with an item's
-column ``α[:, j]`` [m], so an inner-product index serves it exactly: a two-tower whose user
-side is the kernel against the anchors and whose item side is a table. A fresh event
-changes ``x_u`` and so ``k_u``: the user tower recomputes it from the history.
+That is an inner product of m-vectors, so an inner-product index serves it exactly: a
+two-tower whose user side is the kernel against the anchors. Which m-vectors: with
+``A = K + reg · tr(K)/m · I``, ``s(u)_j = (k_u · A⁻¹) · x_j`` where ``x_j`` = ``X[:, j]`` is
+item j's 0/1 column (which anchors have it). The served item vector is that column, the
+user vector the *dual coefficients* ``k_u · A⁻¹``. The plain split ``k_u · α[:, j]`` scores
+the same but does not index: IVF-PQ over the spiky ``α`` columns measured recall@10 0.45
+at nprobe 8 of 41 and needed a ×64 re-rank at every list, against 0.87 and ×16 for the 0/1
+columns (ML-100K, P1). A fresh event changes ``x_u`` and so ``k_u``: the user tower
+recomputes it from the history.
 
 The NTK of a depth-``L`` ReLU network (NTK parameterisation, ``σ_w² = 2``,
 ``σ_b² = 0.01``; inputs of dimension ``d`` = the number of items) by the usual recursion,
@@ -91,18 +96,24 @@ class KernelBranch:
     ``m`` columns, one per anchor user (trailing columns all zero when fewer users than
     the towers were built for: they score nothing).
 
-    ``anchors``: [n_items + 1, m] float32 0/1, ``X``ᵀ: which anchors have each item.
+    ``anchors``: [n_items + 1, m] float32 0/1, ``X``ᵀ: which anchors have each item. It is
+    also the item tower's table: item j's served part is its row ``x_j``.
     ``anchor_sq``: [m] float32, each anchor's number of items (‖x‖²).
     ``anchor_valid``: [m] float32, 1 for a real anchor, 0 for padding.
-    ``item_rows``: [n_items + 1, m] float32, item j's ``α[:, j]``.
+    ``user_map``: [m, m] float32 ``A⁻¹``: a user's kernel row times it is the user's part.
     ``item_cov``: [m, m] float64 covariance of the known items' rows (z-scoring).
     """
 
     anchors: np.ndarray
     anchor_sq: np.ndarray
     anchor_valid: np.ndarray
-    item_rows: np.ndarray
+    user_map: np.ndarray
     item_cov: np.ndarray
+
+    @property
+    def item_rows(self) -> np.ndarray:
+        """[n_items + 1, m] the item tower's table: the anchors' 0/1 columns."""
+        return self.anchors
 
     @property
     def size(self) -> int:
@@ -140,23 +151,17 @@ def fit_kernel_branch(
     m = len(x)
     k = ntk(x, x, depth)
     ridge = reg * np.trace(k) / max(m, 1)
-    alpha = np.linalg.solve(k + ridge * np.eye(m), x) if m else np.zeros((0, n_items))
+    user_map = np.zeros((size, size))
+    user_map[:m, :m] = np.linalg.inv(k + ridge * np.eye(m)) if m else 0.0
     pad_cols = size - m
     known = x.sum(axis=0) > 0
-
-    def table(rows: np.ndarray) -> np.ndarray:
-        """[n_items, m] → [n_items + 1, size]: padding row 0 and zero trailing columns."""
-        out = np.zeros((n_items + 1, size))
-        out[1:, :m] = rows
-        return out
-
-    item_rows = table(np.where(known[:, None], alpha.T, 0.0))
-    cov = item_covariance(item_rows[1:][known]) if known.any() else np.zeros((size, size))
-    valid = np.concatenate([np.ones(m), np.zeros(pad_cols)])
+    anchors = np.zeros((n_items + 1, size))  # row 0: padding; trailing columns: none
+    anchors[1:, :m] = x.T
+    cov = item_covariance(anchors[1:][known]) if known.any() else np.zeros((size, size))
     return KernelBranch(
-        anchors=table(x.T).astype(np.float32),
+        anchors=anchors.astype(np.float32),
         anchor_sq=np.concatenate([x.sum(axis=1), np.zeros(pad_cols)]).astype(np.float32),
-        anchor_valid=valid.astype(np.float32),
-        item_rows=item_rows.astype(np.float32),
+        anchor_valid=np.concatenate([np.ones(m), np.zeros(pad_cols)]).astype(np.float32),
+        user_map=user_map.astype(np.float32),
         item_cov=cov,
     )

@@ -20,7 +20,7 @@ kernel branch (``training/kernel_branch.py``), leading dimensions, and the conte
 interactions only).
 Each part is z-scored per user over the catalogue, so the served vectors are
 ``user = [lin/σ_lin, ker/σ_ker, w·learnt/σ_learnt, w·w_prior]`` and
-``item = [Q[j], α[:, j], learnt(j), prior(j)]`` (``w`` = ``linear_weight`` with a branch,
+``item = [Q[j], x_j, learnt(j), prior(j)]`` (``w`` = ``linear_weight`` with a branch,
 else 1).
 Vocabulary index 0 is "unknown" everywhere (out-of-vocabulary id, missing feature value,
 history padding).
@@ -296,16 +296,17 @@ class UserTower(keras.Model):
             self.linear_rows = self._constant("linear_user_rows", (n_rows, rank))
             self.linear_cov = self._constant("linear_cov", (rank, rank))
         # The kernel branch (training/kernel_branch.py): its anchors as an item-major 0/1
-        # table, their squared norms, which columns are real anchors, and the covariance.
+        # table, their squared norms, the map from a kernel row to the served part (zero
+        # rows and columns for padding anchors), and the covariance.
         size = item_tower.kernel_size
         self.kernel_anchors: keras.Variable | None = None
         self.kernel_anchor_sq: keras.Variable | None = None
-        self.kernel_valid: keras.Variable | None = None
+        self.kernel_map: keras.Variable | None = None
         self.kernel_cov: keras.Variable | None = None
         if size:
             self.kernel_anchors = self._constant("kernel_anchors", (n_rows, size))
             self.kernel_anchor_sq = self._constant("kernel_anchor_sq", (size,))
-            self.kernel_valid = self._constant("kernel_valid", (size,))
+            self.kernel_map = self._constant("kernel_map", (size, size))
             self.kernel_cov = self._constant("kernel_cov", (size, size))
         self.has_prior = item_tower.has_prior
         if self.linear_rows is not None or self.kernel_anchors is not None or self.has_prior:
@@ -342,9 +343,9 @@ class UserTower(keras.Model):
             parts.append(scaled(tf.reduce_sum(rows, axis=1), self.linear_cov))
             weight = self.config.linear_weight
         if self.kernel_anchors is not None:
-            assert self.kernel_cov is not None and self.kernel_valid is not None
-            kernel = scaled(self._kernel_row(history), self.kernel_cov)
-            parts.append(kernel * self.kernel_valid)  # padding anchors score nothing
+            assert self.kernel_cov is not None and self.kernel_map is not None
+            dual = tf.matmul(self._kernel_row(history), tf.cast(self.kernel_map, tf.float64))
+            parts.append(scaled(tf.cast(dual, tf.float32), self.kernel_cov))
             weight = self.config.linear_weight
         parts.append(weight * scaled(learnt, self.learnt_cov))
         if self.has_prior:
@@ -353,8 +354,8 @@ class UserTower(keras.Model):
         return tf.math.l2_normalize(tf.concat(parts, axis=-1), axis=-1)
 
     def _kernel_row(self, history: tf.Tensor) -> tf.Tensor:
-        """[B, H] item indices → [B, m] float32 NTK of each user's 0/1 row against the
-        anchors (``training.kernel_branch.ntk_from_products``, in float64)."""
+        """[B, H] item indices → [B, m] float64 NTK of each user's 0/1 row against the
+        anchors (``training.kernel_branch.ntk_from_products``)."""
         assert self.kernel_anchors is not None and self.kernel_anchor_sq is not None
         n_rows = int(self.kernel_anchors.shape[0])
         # The user's 0/1 row: each item once however often it repeats; row 0 is padding.
@@ -382,7 +383,7 @@ class UserTower(keras.Model):
             sigma = sw * norm * (tf.sin(angle) + (np.pi - angle) * cos) / (2 * np.pi) + sb
             s_own, s_anchor = sw * s_own / 2 + sb, sw * s_anchor / 2 + sb
             theta = sigma + theta * derivative
-        return tf.cast(theta, tf.float32)
+        return theta
 
     def _learnt(self, inputs: Mapping[str, tf.Tensor], training: bool) -> tf.Tensor:
         users = inputs["user"]
@@ -513,12 +514,12 @@ def attach_blend(
         user.linear_cov.assign(branch.item_cov.astype(np.float32))
     if kernel is not None:
         assert item.kernel_rows is not None and user.kernel_anchors is not None
-        assert user.kernel_anchor_sq is not None and user.kernel_valid is not None
+        assert user.kernel_anchor_sq is not None and user.kernel_map is not None
         assert user.kernel_cov is not None
         item.kernel_rows.assign(kernel.item_rows)
         user.kernel_anchors.assign(kernel.anchors)
         user.kernel_anchor_sq.assign(kernel.anchor_sq)
-        user.kernel_valid.assign(kernel.anchor_valid)
+        user.kernel_map.assign(kernel.user_map)
         user.kernel_cov.assign(kernel.item_cov.astype(np.float32))
     if prior is not None:
         assert item.prior_offset is not None

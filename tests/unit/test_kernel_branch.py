@@ -68,10 +68,11 @@ def test_branch_scores_are_the_kernel_ridge_predictions() -> None:
     branch = fit_kernel_branch(data, items, size=30, depth=2, reg=0.5, seed=0)
     k = ntk(x, x, 2)
     expected = k @ np.linalg.solve(k + 0.5 * np.trace(k) / 30 * np.eye(30), x)
-    # The towers' view: a user's kernel row against the anchors (x as the item-major table).
+    # The towers' view: a user's kernel row against the anchors (x as the item-major table)
+    # times A⁻¹, against each item's 0/1 column.
     anchors = branch.anchors[1:].T.astype(np.float64)
     rows = ntk(x, anchors, 2, b_sq=branch.anchor_sq)
-    got = rows @ branch.item_rows[1:].T.astype(np.float64)
+    got = rows @ branch.user_map.astype(np.float64) @ branch.item_rows[1:].T
     # Anchors are the users in order of first appearance; the scores do not depend on it.
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert not branch.item_rows[0].any() and not branch.anchors[0].any()
@@ -88,7 +89,8 @@ def test_more_users_than_columns_samples_anchors_fewer_pads() -> None:
     np.testing.assert_array_equal(sampled.anchors, again.anchors)  # seeded
     padded = fit_kernel_branch(data, items, size=50, depth=1, reg=1.0, seed=7)
     assert padded.anchor_valid.tolist() == [1.0] * 40 + [0.0] * 10
-    assert not padded.item_rows[:, 40:].any() and not padded.anchors[:, 40:].any()
+    assert not padded.item_rows[:, 40:].any() and not padded.user_map[40:].any()
+    assert not padded.user_map[:, 40:].any()
     assert anchor_count(4096, 943) == 943 and anchor_count(25, 40) == 25
     with pytest.raises(ValueError, match="reg"):
         fit_kernel_branch(data, items, size=5, depth=1, reg=0.0, seed=0)
