@@ -17,6 +17,7 @@ import numpy as np
 from serving.index.build_metrics import GPU_FALLBACKS, GpuFallbackReason
 from serving.index.params import (
     KMEANS_ITERATIONS,
+    MAX_REFINE_FACTOR,
     TUNE_NPROBE_PRECISION,
     IvfPqParams,
     SearchTuning,
@@ -333,8 +334,10 @@ def tune_search(
     pair is then measured on all of ``queries`` (``recalls``: what the gate judges).
 
     The largest factor of ``tuning.refine_factors`` (1 alone without re-rank) climbs nprobe
-    1, 2, 4, … (and ``params.nprobe``, the heuristic) up to nlist until the targets are met,
-    then bisects the bracket between the last miss and that hit to TUNE_NPROBE_PRECISION:
+    1, 2, 4, … (and ``params.nprobe``, the heuristic) up to nlist until the targets are met
+    (if even nlist misses, the factor doubles up to MAX_REFINE_FACTOR until one passes at
+    nlist), then bisects the bracket between the last miss and that hit to
+    TUNE_NPROBE_PRECISION:
     recall grows with nprobe, so the smallest passing nprobe is found in O(log nlist)
     searches, cheapest first. A smaller factor never passes at a smaller nprobe (it
     re-ranks a subset of the same candidates), so each is tried once, at that nprobe, and
@@ -379,20 +382,35 @@ def tune_search(
 
     ladder = sorted({min(nlist, 2**i) for i in range(nlist.bit_length() + 1)} | {params.nprobe})
     ladder = [n for n in ladder if 1 <= n <= nlist]
-    miss, hit = 0, None
-    for nprobe in ladder:
-        measured = trial(nprobe, factors[0])
-        if measured.meets(targets):
-            hit = measured
-            break
-        miss = nprobe
-    if hit is not None:
+
+    def bisect(miss: int, hit: SearchTrial) -> SearchTrial:
+        """The smallest passing nprobe of ``hit``'s factor above the failing ``miss``."""
         while hit.nprobe - miss > max(1, TUNE_NPROBE_PRECISION * hit.nprobe):
-            middle = trial((miss + hit.nprobe) // 2, factors[0])
+            middle = trial((miss + hit.nprobe) // 2, hit.refine_factor)
             if middle.meets(targets):
                 hit = middle
             else:
                 miss = middle.nprobe
+        return hit
+
+    miss, hit = 0, None
+    for nprobe in ladder:
+        measured = trial(nprobe, factors[0])
+        if measured.meets(targets):
+            hit = bisect(miss, measured)
+            break
+        miss = nprobe
+    deeper = factors[0] * 2
+    while hit is None and factors[0] > 1 and deeper <= MAX_REFINE_FACTOR:
+        # Every list probed and the re-rank still misses: the PQ codes rank these vectors
+        # too coarsely (sparse, high-dimensional ones do), so deepen the re-rank, doubling,
+        # and serve the first depth that passes, at its smallest nprobe.
+        widest = trial(nlist, deeper)
+        if widest.meets(targets):
+            hit = bisect(0, widest)
+            factors = [deeper]  # every smaller factor missed even at nlist
+        deeper *= 2
+    if hit is not None:
         for factor in factors[1:]:
             smaller = trial(hit.nprobe, factor)
             if smaller.meets(targets) and smaller.cost < hit.cost:

@@ -466,6 +466,28 @@ def test_tuner_says_when_nothing_reaches_the_targets(vectors: np.ndarray) -> Non
     assert max(tuned.chosen.recalls) < 0.95
 
 
+def test_tuner_deepens_the_rerank_when_every_list_still_misses() -> None:
+    """Sparse 0/1 vectors (a kernel branch's item side) under coarse PQ codes: ×4 misses
+    even with every list probed, so the factor doubles until one passes there."""
+    rng = np.random.default_rng(0)
+    items = (rng.random((2000, 64)) < 0.1).astype(np.float32)
+    queries = rng.normal(size=(200, 64)).astype(np.float32)
+    coarse = IvfPqParams(nlist=8, m=8, nbits=4, nprobe=8, refine="fp16", refine_factor=4)
+    index = build_ivfpq(items, coarse, allow_gpu=False).index
+    tuned = tune_search(index, items, queries, GATE_KS, coarse, SearchTuning(), 0.95)
+    assert max(SearchTuning().refine_factors) == 4
+    assert not any(t.meets(tuned.targets) for t in tuned.trials if t.refine_factor <= 4)
+    assert tuned.met_targets and tuned.chosen.refine_factor > 4
+    # the first doubling that passes at nlist: every smaller one missed there
+    for t in tuned.trials:
+        if t.nprobe == 8 and t.refine_factor < tuned.chosen.refine_factor:
+            assert not t.meets(tuned.targets)
+    again = ann_recalls(
+        index, items, queries, GATE_KS, tuned.chosen.nprobe, tuned.chosen.refine_factor
+    )
+    assert tuple(again) == pytest.approx(tuned.recalls)
+
+
 def test_tuner_measures_trials_on_a_subset_and_the_choice_on_every_query(
     built: BuiltIndex, vectors: np.ndarray
 ) -> None:
