@@ -158,7 +158,8 @@ def write_report(result: EvaluationResult, out_dir: Path) -> Path:
         f"- started {result.started_at}, took {result.seconds:.0f} s; commit `{commit}`",
         f"- data: `{cfg.data_dir}`; seed {cfg.seed}; epochs "
         f"{cfg.epochs if cfg.epochs is not None else 'training default'}; "
-        f"variants: {', '.join(cfg.variants)}; served path: {'yes' if cfg.served else 'no'}",
+        f"variants: {', '.join(cfg.variants)}; served path: "
+        + (f"yes (index gate: min recall {cfg.min_recall:g})" if cfg.served else "no"),
         "- metrics are means over test users; every method ranks all items with the same "
         "masked items removed (docs/quality.md defines them)",
         f"- cold users: ≤ {cfg.cold_max} training interactions",

@@ -51,6 +51,13 @@ def evaluate(
         bool, typer.Option(help="Also evaluate through Redis + index + gRPC server.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the P1 split and of training.")] = 0,
+    min_recall: Annotated[
+        float,
+        typer.Option(
+            help="The served index's quality gate (ANN recall@10 and @100 against exact): "
+            "0 measures and never refuses; the pipeline's default is 0.95."
+        ),
+    ] = 0.0,
     out: Annotated[
         Path | None, typer.Option(help="Report directory (default: var/reports/<UTC time>).")
     ] = None,
@@ -68,6 +75,8 @@ def evaluate(
     protocols = PROTOCOLS if protocol == "all" else (protocol,)
     if protocol != "all" and protocol not in PROTOCOLS:
         _fail(f"--protocol {protocol}: expected p1, p2, p2cold, p3 or all")
+    if not 0.0 <= min_recall <= 1.0:
+        _fail(f"--min-recall {min_recall:g}: expected a recall in 0..1")
     variants = tuple(variant or ["default"])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -89,6 +98,7 @@ def evaluate(
         epochs=epochs,
         served=served,
         seed=seed,
+        min_recall=min_recall,
     )
     with Progress(
         TextColumn("{task.description}"),

@@ -73,5 +73,7 @@ def test_evaluate_refuses_unknown_protocol_and_variant(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "p9" in bad.stderr
     bad = run_cli(["evaluate", "--variant", "nope", "--data", str(tmp_path)], tmp_path)
     assert bad.returncode == 1 and "nope" in bad.stderr and "default" in bad.stderr
+    bad = run_cli(["evaluate", "--min-recall", "1.5", "--data", str(tmp_path)], tmp_path)
+    assert bad.returncode == 1 and "--min-recall 1.5" in bad.stderr
     missing = run_cli(["evaluate", "--data", str(tmp_path / "absent")], tmp_path)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
