@@ -53,9 +53,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "linear_rank": 128,
     },
     # The set-history towers plus the closed-form kernel branch (∞-AE over every
-    # training user, training/kernel_branch.py) instead of the linear one; the learnt
-    # part at half the kernel's weight (chosen on P1's tuning splits, docs/quality.md).
+    # training user and their genre profiles, training/kernel_branch.py) instead of the
+    # linear one; the learnt part at half the kernel's weight. Depth, ridge, profile scale
+    # and weight were chosen on P1's tuning splits (docs/quality.md).
     "hybrid-kernel": {
+        "history_context": "all_other",
+        "history_length": 200,
+        "temperature": 0.1,
+        "hidden_units": [256],
+        "kernel_max_users": 4096,
+        "kernel_item_features": ["genres"],
+        "linear_weight": 0.5,
+    },
+    "hybrid-kernel-items-only": {
         "history_context": "all_other",
         "history_length": 200,
         "temperature": 0.1,

@@ -141,6 +141,15 @@ class TrainConfig(BaseModel):
         gt=0,
         description="The kernel branch's ridge, relative to the kernel's mean diagonal.",
     )
+    kernel_item_features: list[str] = Field(
+        default_factory=list,
+        description="Item feature columns (of features.item) whose per-user profile joins "
+        "the kernel branch's input: the share of the user's items with each value. A "
+        "column the catalogue lacks is left out.",
+    )
+    kernel_feature_scale: float = Field(
+        10.0, gt=0, description="Scale of the feature profiles against the 0/1 item row."
+    )
     linear_max_items: int = Field(
         20_000,
         ge=1,

@@ -30,6 +30,12 @@ with ``Σ`` the NNGP kernel and ``Θ`` the NTK:
 and Σˡ⁺¹(x, x) = σ_w² Σˡ(x, x) / 2 + σ_b² on the diagonal (θ = 0). ``ntk`` below is the
 numpy form; ``training.model.UserTower`` computes the same in TensorFlow.
 
+The input may also carry the user's *feature profiles* (``kernel_item_features``): for a
+multi-valued or categorical item feature such as genres, the share of the user's items
+with each value, times ``kernel_feature_scale``. Two users with few items in common but
+the same tastes then still look alike. The input is ``[x_u, scale · p_u]`` and ``d`` grows
+by the features' vocabulary sizes.
+
 Cost: O(m² · n_items + m³) to fit and m floats per served vector, so ``m`` is capped
 (``kernel_max_users``; a seeded sample of the training users above it). On ML-100K's P1
 split it beats EASE by +2 % Recall@10 alone (docs/quality.md).
@@ -37,12 +43,13 @@ split it beats EASE by +2 % Recall@10 alone (docs/quality.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from training.features import FittedFeature
 from training.linear_branch import interaction_matrix, item_covariance
 
 WEIGHT_VARIANCE = 2.0
@@ -90,6 +97,37 @@ def ntk_from_products(
     return theta
 
 
+def profile_tables(
+    features: Sequence[FittedFeature],
+    feature_table: Mapping[str, np.ndarray],
+    names: Sequence[str],
+) -> list[np.ndarray]:
+    """For each fitted item feature named in ``names`` (in feature order): an
+    [n_items, size] float32 0/1 table, item × value (index 0, "missing", never set)."""
+    tables = []
+    for feature in features:
+        if feature.name not in names:
+            continue
+        block = np.asarray(feature_table[feature.name], dtype=np.int64)  # [n_items, width]
+        table = np.zeros((len(block), feature.size), dtype=np.float32)
+        rows = np.repeat(np.arange(len(block)), block.shape[1])
+        table[rows, block.ravel()] = 1.0
+        table[:, 0] = 0.0
+        tables.append(table)
+    return tables
+
+
+def user_profiles(x: np.ndarray, tables: Sequence[np.ndarray], scale: float) -> np.ndarray:
+    """[n, Σ sizes] float64: per table, the share of each row of ``x`` [n, n_items] (0/1)
+    whose items have each value, times ``scale``; zeros where no item has any value."""
+    blocks = [np.zeros((len(x), 0))]
+    for table in tables:
+        counts = x @ table.astype(np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        blocks.append(scale * counts / np.where(totals > 0, totals, 1.0))
+    return np.concatenate(blocks, axis=1)
+
+
 @dataclass(frozen=True)
 class KernelBranch:
     """Fitted tables, in item vocabulary order with row 0 for unknown/padding (all zero);
@@ -98,14 +136,16 @@ class KernelBranch:
 
     ``anchors``: [n_items + 1, m] float32 0/1, ``X``ᵀ: which anchors have each item. It is
     also the item tower's table: item j's served part is its row ``x_j``.
-    ``anchor_sq``: [m] float32, each anchor's number of items (‖x‖²).
+    ``anchor_sq``: [m] float64, each anchor's squared input norm (items + profile).
+    ``anchor_profiles``: [P, m] float64, the anchors' feature profiles (P may be 0).
     ``anchor_valid``: [m] float32, 1 for a real anchor, 0 for padding.
-    ``user_map``: [m, m] float32 ``A⁻¹``: a user's kernel row times it is the user's part.
+    ``user_map``: [m, m] float64 ``A⁻¹``: a user's kernel row times it is the user's part.
     ``item_cov``: [m, m] float64 covariance of the known items' rows (z-scoring).
     """
 
     anchors: np.ndarray
     anchor_sq: np.ndarray
+    anchor_profiles: np.ndarray
     anchor_valid: np.ndarray
     user_map: np.ndarray
     item_cov: np.ndarray
@@ -132,11 +172,14 @@ def fit_kernel_branch(
     depth: int,
     reg: float,
     seed: int,
+    tables: Sequence[np.ndarray] = (),
+    scale: float = 1.0,
 ) -> KernelBranch:
     """Fit ∞-AE on ``interactions`` for the vocabulary ``item_ids`` with ``size`` columns.
 
     Anchors: every user of ``interactions``, or a ``seed``-ed sample of ``size`` of them
     when there are more. ``reg`` > 0 is the ridge, relative to K's mean diagonal.
+    ``tables`` (``profile_tables``) and ``scale``: the feature profiles in the input.
     """
     if reg <= 0:
         raise ValueError("the kernel branch needs reg > 0")
@@ -149,7 +192,9 @@ def fit_kernel_branch(
         keep = np.sort(np.random.default_rng(seed).choice(n_users, size=size, replace=False))
         x = x[keep]
     m = len(x)
-    k = ntk(x, x, depth)
+    profiles = user_profiles(x, tables, scale)
+    inputs = np.concatenate([x, profiles], axis=1)
+    k = ntk(inputs, inputs, depth)
     ridge = reg * np.trace(k) / max(m, 1)
     user_map = np.zeros((size, size))
     user_map[:m, :m] = np.linalg.inv(k + ridge * np.eye(m)) if m else 0.0
@@ -158,10 +203,14 @@ def fit_kernel_branch(
     anchors = np.zeros((n_items + 1, size))  # row 0: padding; trailing columns: none
     anchors[1:, :m] = x.T
     cov = item_covariance(anchors[1:][known]) if known.any() else np.zeros((size, size))
+    anchor_profiles = np.zeros((profiles.shape[1], size))
+    anchor_profiles[:, :m] = profiles.T
+    squares = (inputs * inputs).sum(axis=1)
     return KernelBranch(
         anchors=anchors.astype(np.float32),
-        anchor_sq=np.concatenate([x.sum(axis=1), np.zeros(pad_cols)]).astype(np.float32),
+        anchor_sq=np.concatenate([squares, np.zeros(pad_cols)]),
+        anchor_profiles=anchor_profiles,
         anchor_valid=np.concatenate([np.ones(m), np.zeros(pad_cols)]).astype(np.float32),
-        user_map=user_map.astype(np.float32),
+        user_map=user_map,
         item_cov=cov,
     )

@@ -38,7 +38,12 @@ import tensorflow as tf
 from training.config import TrainConfig
 from training.content_prior import ContentPrior
 from training.features import FittedFeature
-from training.kernel_branch import BIAS_VARIANCE, WEIGHT_VARIANCE, KernelBranch
+from training.kernel_branch import (
+    BIAS_VARIANCE,
+    WEIGHT_VARIANCE,
+    KernelBranch,
+    profile_tables,
+)
 from training.linear_branch import LinearBranch, item_covariance
 from training.retrieval_task import retrieval_loss
 
@@ -159,8 +164,14 @@ class ItemTower(keras.Model):
             if self.linear_rank
             else None
         )
-        # The kernel branch's item table (training/kernel_branch.py), likewise.
+        # The kernel branch's item table (training/kernel_branch.py), likewise, and the
+        # item × value tables of the features whose per-user profiles its input reads.
         self.kernel_size = kernel_size
+        self.kernel_profiles = (
+            profile_tables(features, feature_table, config.kernel_item_features)
+            if kernel_size
+            else []
+        )
         self.kernel_rows = (
             self.add_weight(
                 name="kernel_item_rows",
@@ -303,18 +314,33 @@ class UserTower(keras.Model):
         self.kernel_anchor_sq: keras.Variable | None = None
         self.kernel_map: keras.Variable | None = None
         self.kernel_cov: keras.Variable | None = None
+        self.kernel_anchor_profiles: keras.Variable | None = None
+        # Feature profiles: one [n_rows, size] 0/1 table per feature (row 0: padding).
+        self.kernel_profiles = [
+            tf.constant(np.concatenate([np.zeros_like(t[:1]), t]))
+            for t in item_tower.kernel_profiles
+        ]
         if size:
             self.kernel_anchors = self._constant("kernel_anchors", (n_rows, size))
-            self.kernel_anchor_sq = self._constant("kernel_anchor_sq", (size,))
-            self.kernel_map = self._constant("kernel_map", (size, size))
+            # float64: near θ = 0 the arc-cosine turns float32 rounding into 1e-4 errors
+            self.kernel_anchor_sq = self._constant("kernel_anchor_sq", (size,), "float64")
+            width = sum(t.shape[1] for t in item_tower.kernel_profiles)
+            self.kernel_anchor_profiles = self._constant(
+                "kernel_anchor_profiles", (width, size), "float64"
+            )
+            self.kernel_map = self._constant("kernel_map", (size, size), "float64")
             self.kernel_cov = self._constant("kernel_cov", (size, size))
         self.has_prior = item_tower.has_prior
         if self.linear_rows is not None or self.kernel_anchors is not None or self.has_prior:
             self.learnt_cov = self._constant("learnt_cov", (tt_dim, tt_dim))
         self.blend_on = False
 
-    def _constant(self, name: str, shape: tuple[int, ...]) -> keras.Variable:
-        return self.add_weight(name=name, shape=shape, initializer="zeros", trainable=False)
+    def _constant(
+        self, name: str, shape: tuple[int, ...], dtype: str = "float32"
+    ) -> keras.Variable:
+        return self.add_weight(
+            name=name, shape=shape, initializer="zeros", trainable=False, dtype=dtype
+        )
 
     def build(self, input_shape: Any = None) -> None:
         """Sub-layers build on their first call (shapes are known only then)."""
@@ -344,7 +370,7 @@ class UserTower(keras.Model):
             weight = self.config.linear_weight
         if self.kernel_anchors is not None:
             assert self.kernel_cov is not None and self.kernel_map is not None
-            dual = tf.matmul(self._kernel_row(history), tf.cast(self.kernel_map, tf.float64))
+            dual = tf.matmul(self._kernel_row(history), self.kernel_map)
             parts.append(scaled(tf.cast(dual, tf.float32), self.kernel_cov))
             weight = self.config.linear_weight
         parts.append(weight * scaled(learnt, self.learnt_cov))
@@ -370,8 +396,23 @@ class UserTower(keras.Model):
         seen = tf.concat([tf.zeros_like(seen[:, :1]), seen[:, 1:]], axis=-1)
         dot = tf.cast(tf.matmul(seen, self.kernel_anchors), tf.float64)  # exact counts
         own_sq = tf.cast(tf.reduce_sum(seen, axis=-1, keepdims=True), tf.float64)
-        anchor_sq = tf.cast(self.kernel_anchor_sq, tf.float64)[tf.newaxis, :]
-        sw, sb, d = WEIGHT_VARIANCE, BIAS_VARIANCE, float(n_rows - 1)
+        d = float(n_rows - 1)
+        if self.kernel_profiles:
+            # As training.kernel_branch.user_profiles: per feature, the share of the
+            # user's items with each value, scaled.
+            assert self.kernel_anchor_profiles is not None
+            seen64 = tf.cast(seen, tf.float64)
+            blocks = []
+            for table in self.kernel_profiles:
+                counts = tf.matmul(seen64, tf.cast(table, tf.float64))
+                totals = tf.reduce_sum(counts, axis=-1, keepdims=True)
+                blocks.append(counts / tf.where(totals > 0, totals, tf.ones_like(totals)))
+                d += float(table.shape[1])
+            profile = self.config.kernel_feature_scale * tf.concat(blocks, axis=-1)
+            dot += tf.matmul(profile, self.kernel_anchor_profiles)
+            own_sq += tf.reduce_sum(profile * profile, axis=-1, keepdims=True)
+        anchor_sq = self.kernel_anchor_sq[tf.newaxis, :]
+        sw, sb = WEIGHT_VARIANCE, BIAS_VARIANCE
         sigma = sw * dot / d + sb
         s_own, s_anchor = sw * own_sq / d + sb, sw * anchor_sq / d + sb
         theta = sigma
@@ -520,6 +561,8 @@ def attach_blend(
         user.kernel_anchors.assign(kernel.anchors)
         user.kernel_anchor_sq.assign(kernel.anchor_sq)
         user.kernel_map.assign(kernel.user_map)
+        assert user.kernel_anchor_profiles is not None
+        user.kernel_anchor_profiles.assign(kernel.anchor_profiles)
         user.kernel_cov.assign(kernel.item_cov.astype(np.float32))
     if prior is not None:
         assert item.prior_offset is not None

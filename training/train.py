@@ -419,6 +419,8 @@ def _attach_blend(
             config.kernel_depth,
             config.kernel_reg,
             config.seed,
+            towers.item.kernel_profiles,
+            config.kernel_feature_scale,
         )
         if towers.item.kernel_size
         else None
@@ -441,7 +443,8 @@ def _attach_blend(
         f"rank {branch.rank}, λ {config.linear_l2:g}" if branch is not None else "off",
         (
             f"{int(kernel.anchor_valid.sum())} anchors, depth {config.kernel_depth}, "
-            f"reg {config.kernel_reg:g}"
+            f"reg {config.kernel_reg:g}, feature profiles of {len(towers.item.kernel_profiles)}"
+            f" of {config.kernel_item_features or '[]'}"
         )
         if kernel is not None
         else "off",

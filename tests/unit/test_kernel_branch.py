@@ -14,12 +14,15 @@ from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
 from training.export import write_model_dir
+from training.features import FeatureColumn, FittedFeature
 from training.kernel_branch import (
     BIAS_VARIANCE,
     WEIGHT_VARIANCE,
     anchor_count,
     fit_kernel_branch,
     ntk,
+    profile_tables,
+    user_profiles,
 )
 from training.train import TrainedModel, history_indices, train_two_tower
 from training.user_encoder import UserEncoder
@@ -96,6 +99,38 @@ def test_more_users_than_columns_samples_anchors_fewer_pads() -> None:
         fit_kernel_branch(data, items, size=5, depth=1, reg=0.0, seed=0)
 
 
+def test_feature_profiles_by_hand() -> None:
+    genres = FittedFeature(
+        FeatureColumn(column="genres", kind="multi_categorical"), vocabulary=("a", "b", "c")
+    )
+    other = FittedFeature(FeatureColumn(column="other", kind="categorical"), vocabulary=("z",))
+    # three items: {a, b}, {b}, no genre (index 0 = missing); width 2
+    table = {"genres": np.array([[1, 2], [2, 0], [0, 0]]), "other": np.array([[1], [1], [1]])}
+    (g,) = profile_tables([genres, other], table, ["genres", "absent"])
+    assert g.tolist() == [[0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    x = np.array([[1.0, 1, 0], [0, 0, 1], [1, 0, 1]])
+    got = user_profiles(x, [g], scale=2.0)
+    # user 0: a once, b twice over 3 values; user 1: nothing; user 2: a, b over 2
+    np.testing.assert_allclose(got, [[0, 2 / 3, 4 / 3, 0], [0, 0, 0, 0], [0, 1, 1, 0]])
+    assert user_profiles(x, [], 2.0).shape == (3, 0)
+
+
+def test_profiles_join_the_kernel_input() -> None:
+    data = generate(n_users=20, n_items=12, interactions_per_user=4, seed=6).interactions
+    users, items = sorted(data["user_id"].unique()), sorted(data["item_id"].unique())
+    x = _x(data, users, items)
+    table = (np.arange(len(items) * 3).reshape(len(items), 3) % 4 == 0).astype(np.float32)
+    branch = fit_kernel_branch(data, items, 20, 2, 0.5, 0, [table], scale=3.0)
+    inputs = np.concatenate([x, user_profiles(x, [table], 3.0)], axis=1)
+    k = ntk(inputs, inputs, 2)
+    expected = k @ np.linalg.solve(k + 0.5 * np.trace(k) / 20 * np.eye(20), x)
+    anchors = np.concatenate([branch.anchors[1:], branch.anchor_profiles], axis=0).T
+    rows = ntk(inputs, anchors, 2, b_sq=branch.anchor_sq)
+    got = rows @ branch.user_map.astype(np.float64) @ branch.item_rows[1:].T
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert branch.anchor_profiles.shape == (3, 20)
+
+
 # --- towers with the branch: training, serving vectors, export -----------------------
 
 CONFIG = TrainConfig(
@@ -119,17 +154,32 @@ def trained() -> TrainedModel:
     return train_two_tower(Dataset(data.interactions, data.items, data.users, "synthetic"), CONFIG)
 
 
-def test_user_tower_computes_the_same_kernel_as_numpy(trained: TrainedModel) -> None:
+@pytest.mark.parametrize("with_profiles", [False, True])
+def test_user_tower_computes_the_same_kernel_as_numpy(
+    trained: TrainedModel, with_profiles: bool
+) -> None:
     model = trained
+    if with_profiles:
+        config = CONFIG.model_copy(update={"kernel_item_features": ["genres", "year"]})
+        data = generate(n_users=30, n_items=25, interactions_per_user=6, seed=8)
+        model = train_two_tower(Dataset(data.interactions, data.items, data.users, "s"), config)
+        assert len(model.item_tower.kernel_profiles) == 2
+    config = model.config
     index = {item: i + 1 for i, item in enumerate(model.item_ids)}
-    history = history_indices(model.histories, index, CONFIG.input_history_length)
+    history = history_indices(model.histories, index, config.input_history_length)
     history[0, -1] = history[0, 0]  # a repeated item counts once
     got = model.user_tower._kernel_row(tf.constant(history)).numpy()
     x = np.zeros((len(history), len(index) + 1))
     for row, items in enumerate(history):
         x[row, items] = 1.0
-    anchors = np.asarray(model.user_tower.kernel_anchors)[1:].T
-    expected = ntk(x[:, 1:], anchors, CONFIG.kernel_depth)
+    x = x[:, 1:]
+    tables = model.item_tower.kernel_profiles
+    inputs = np.concatenate([x, user_profiles(x, tables, config.kernel_feature_scale)], axis=1)
+    tower = model.user_tower
+    anchors = np.concatenate(
+        [np.asarray(tower.kernel_anchors)[1:], np.asarray(tower.kernel_anchor_profiles)]
+    ).T
+    expected = ntk(inputs, anchors, config.kernel_depth)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
