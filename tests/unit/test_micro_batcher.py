@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -28,6 +28,16 @@ class Recorder:
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for ``condition`` (polled every millisecond): a loaded machine may take longer
+    than a fixed sleep to run a timer. Checks that something did *not* happen keep their
+    fixed sleeps (slowness can only hide such a failure, never invent one)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.001)
 
 
 def test_calls_that_arrive_together_share_one_batch_and_get_their_own_results() -> None:
@@ -87,12 +97,12 @@ def test_while_a_batch_runs_new_calls_wait_at_most_max_wait() -> None:
         fn.gate = asyncio.Event()
         batcher: MicroBatcher[int, int] = MicroBatcher(fn, max_wait_s=0.01, max_items=64)
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0.005)
-        assert fn.batches == [[1]] and batcher.running == 1
+        await until(lambda: batcher.running == 1)
+        assert fn.batches == [[1]]
         later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
         await asyncio.sleep(0)
         assert fn.batches == [[1]]  # waiting for company
-        await asyncio.sleep(0.03)
+        await until(lambda: len(fn.batches) == 2)
         assert fn.batches == [[1], [2, 3]]  # went after max_wait although batch 1 still runs
         fn.gate.set()
         assert await first == 1
@@ -111,13 +121,13 @@ def test_expired_and_cancelled_items_are_dropped_before_the_batch_runs() -> None
         )
         loop = asyncio.get_running_loop()
         blocker = asyncio.ensure_future(batcher.submit(0))
-        await asyncio.sleep(0.001)
+        await until(lambda: fn.batches == [[0]])
         expiring = asyncio.ensure_future(batcher.submit(5, deadline=loop.time() + 0.005))
         cancelled = asyncio.ensure_future(batcher.submit(6))
         kept = asyncio.ensure_future(batcher.submit(7, deadline=loop.time() + 5))
         await asyncio.sleep(0.001)
         cancelled.cancel()
-        await asyncio.sleep(0.05)
+        await until(lambda: len(fn.batches) == 2)
         assert fn.batches == [[0], [7]]
         assert sorted(dropped) == ["cancelled", "deadline"]
         with pytest.raises(DeadlineExpired):
@@ -201,13 +211,12 @@ def test_with_max_running_calls_wait_for_a_running_batch_and_go_together() -> No
             fn, max_wait_s=0.001, max_items=3, max_running=1
         )
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0.005)
-        assert fn.batches == [[1]]
+        await until(lambda: fn.batches == [[1]])
         later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
         await asyncio.sleep(0.02)  # well past max_wait
         assert fn.batches == [[1]] and batcher.running == 1
         full = [asyncio.ensure_future(batcher.submit(i)) for i in (4, 5)]
-        await asyncio.sleep(0.005)
+        await until(lambda: len(fn.batches) == 2)
         assert fn.batches == [[1], [2, 3, 4]]  # max_items pending go despite the limit
         fn.gate.set()
         assert await first == 1
@@ -230,13 +239,13 @@ def test_a_max_running_function_is_asked_at_every_flush() -> None:
             fn, max_wait_s=0.001, max_items=8, max_running=lambda: limit[0]
         )
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0.005)
+        await until(lambda: fn.batches == [[1]])
         waiting = asyncio.ensure_future(batcher.submit(2))
         await asyncio.sleep(0.02)
         assert fn.batches == [[1]] and batcher.max_running == 1
         limit[0] = 2
         third = asyncio.ensure_future(batcher.submit(3))
-        await asyncio.sleep(0.02)
+        await until(lambda: len(fn.batches) == 2)
         assert fn.batches == [[1], [2, 3]] and batcher.running == 2
         fn.gate.set()
         assert [await f for f in (first, waiting, third)] == [1, 4, 9]
