@@ -74,6 +74,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "linear_weight": 0.5,
     },
     "default+linear": {"linear_rank": 128},
+    "default+kernel": {
+        "kernel_max_users": 4096,
+        "kernel_item_features": ["genres"],
+        "linear_weight": 0.5,
+    },
     "hybrid-learnt-only": {
         "history_context": "all_other",
         "history_length": 200,
