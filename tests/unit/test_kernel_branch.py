@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from tests.unit.cold_items import encode_items_added_after_training
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
@@ -235,21 +236,7 @@ def test_export_with_the_branch_reloads_identically(trained: TrainedModel, tmp_p
 
 
 def test_an_item_added_after_training_gets_zeros_in_the_kernel_part(tmp_path: Path) -> None:
-    from training.item_encoder import ItemEncoder
-
-    data = generate(n_users=40, n_items=40, interactions_per_user=8)
-    cold = [f"i{i}" for i in range(30, 40)]
-    warm = data.interactions[~data.interactions["item_id"].isin(cold)]
-    config = CONFIG.model_copy(update={"epochs": 1, "item_id_dropout": 0.2})
-    model = train_two_tower(Dataset(warm, data.items, data.users, "synthetic"), config)
-    write_model_dir(model, config, tmp_path, "20261201T130000Z-kerne1", "synthetic")
-    items = data.items.set_index("item_id")
-    rows = [
-        {"genres": "|".join(items.loc[i, "genres"]), "year": str(items.loc[i, "year"])}
-        for i in cold
-    ]
-    served = ItemEncoder.load(tmp_path).encode(rows)
-    trained = model.item_vectors()[[model.item_ids.index(i) for i in cold]]
+    served, trained = encode_items_added_after_training(CONFIG, tmp_path, "20261201T130000Z-kerne1")
     assert served.shape == (10, 40 + 8)  # 40 users: 40 anchors
     assert not served[:, :40].any()
     np.testing.assert_allclose(served, trained, atol=1e-5)

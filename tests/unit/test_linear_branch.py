@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from evaluation.baselines import ease_weights as reference_ease
+from tests.unit.cold_items import encode_items_added_after_training
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
@@ -144,21 +145,7 @@ def test_export_with_the_branch_reloads_identically(
 
 
 def test_an_item_added_after_training_gets_zeros_in_the_linear_part(tmp_path: Path) -> None:
-    from training.item_encoder import ItemEncoder
-
-    data = generate(n_users=40, n_items=40, interactions_per_user=8)
-    cold = [f"i{i}" for i in range(30, 40)]
-    warm = data.interactions[~data.interactions["item_id"].isin(cold)]
-    config = CONFIG.model_copy(update={"epochs": 1, "item_id_dropout": 0.2})
-    model = train_two_tower(Dataset(warm, data.items, data.users, "synthetic"), config)
-    write_model_dir(model, config, tmp_path, "20261130T130000Z-1inear", "synthetic")
-    items = data.items.set_index("item_id")
-    rows = [
-        {"genres": "|".join(items.loc[i, "genres"]), "year": str(items.loc[i, "year"])}
-        for i in cold
-    ]
-    served = ItemEncoder.load(tmp_path).encode(rows)
-    trained = model.item_vectors()[[model.item_ids.index(i) for i in cold]]
+    served, trained = encode_items_added_after_training(CONFIG, tmp_path, "20261130T130000Z-1inear")
     assert served.shape == (10, 5 + 8)
     assert not served[:, :5].any()  # no interactions: nothing for the linear branch
     np.testing.assert_allclose(served, trained, atol=1e-5)
