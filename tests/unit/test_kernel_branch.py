@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tests.unit.cold_items import encode_items_added_after_training
+from tests.unit.towers_steps import (
+    assert_served_is_the_blend,
+    encode_items_added_after_training,
+    learnt_vectors,
+)
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
@@ -191,11 +195,7 @@ def test_served_scores_are_the_z_scored_sum_of_both_parts(trained: TrainedModel)
     np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
     assert {"recall@10", "learnt_recall@10"} <= set(model.metrics)
 
-    model.user_tower.blend_on = model.item_tower.blend_on = False
-    try:
-        learnt_users, learnt_items = model.user_vectors(), model.item_vectors()
-    finally:
-        model.user_tower.blend_on = model.item_tower.blend_on = True
+    learnt_users, learnt_items = learnt_vectors(model)
     # The kernel part on its own: ∞-AE fitted on every user, scored for every user.
     assert max(len(h) for h in model.histories) < 16  # the histories are whole
     data_items = model.item_ids
@@ -204,16 +204,7 @@ def test_served_scores_are_the_z_scored_sum_of_both_parts(trained: TrainedModel)
         x[row, [data_items.index(i) for i in history]] = 1.0
     k = ntk(x, x, CONFIG.kernel_depth)
     infae = k @ np.linalg.solve(k + CONFIG.kernel_reg * np.trace(k) / 50 * np.eye(50), x)
-    trained_items = np.asarray(model.item_tower.id_rows)[1:] > 0
-
-    def z(scores: np.ndarray) -> np.ndarray:
-        scores = scores[:, trained_items]
-        return (scores - scores.mean(1, keepdims=True)) / scores.std(1, keepdims=True)
-
-    expected = z(infae) + 0.5 * z(learnt_users @ learnt_items.T)
-    served = (users @ items.T)[:, trained_items]
-    for u in range(len(served)):  # equal up to a positive per-user scale and shift
-        assert np.corrcoef(served[u], expected[u])[0, 1] == pytest.approx(1.0, abs=1e-4)
+    assert_served_is_the_blend(model, [(1.0, infae), (0.5, learnt_users @ learnt_items.T)])
 
 
 def test_export_with_the_branch_reloads_identically(trained: TrainedModel, tmp_path: Path) -> None:

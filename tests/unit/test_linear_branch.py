@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 
 from evaluation.baselines import ease_weights as reference_ease
-from tests.unit.cold_items import encode_items_added_after_training
+from tests.unit.towers_steps import (
+    assert_served_is_the_blend,
+    encode_items_added_after_training,
+    learnt_vectors,
+)
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
@@ -103,26 +107,14 @@ def test_served_scores_are_the_z_scored_sum_of_both_parts(
     assert {"recall@10", "learnt_recall@10"} <= set(model.metrics)
 
     # The same users scored by each part on its own, z-scored over the catalogue.
-    model.user_tower.blend_on = model.item_tower.blend_on = False
-    try:
-        learnt_users, learnt_items = model.user_vectors(), model.item_vectors()
-    finally:
-        model.user_tower.blend_on = model.item_tower.blend_on = True
+    learnt_users, learnt_items = learnt_vectors(model)
     index = {item: i + 1 for i, item in enumerate(model.item_ids)}
     rows = np.asarray(model.user_tower.linear_rows)
     linear_users = np.stack([rows[[index[i] for i in h]].sum(axis=0) for h in model.histories])
     linear_items = np.asarray(model.item_tower.linear_rows)[1:]
-
-    trained_items = np.asarray(model.item_tower.id_rows)[1:] > 0  # the spread is theirs
-
-    def z(scores: np.ndarray) -> np.ndarray:
-        scores = scores[:, trained_items]
-        return (scores - scores.mean(1, keepdims=True)) / scores.std(1, keepdims=True)
-
-    expected = z(linear_users @ linear_items.T) + 1.5 * z(learnt_users @ learnt_items.T)
-    served = (users @ items.T)[:, trained_items]
-    for u in range(len(served)):  # equal up to a positive per-user scale and shift
-        assert np.corrcoef(served[u], expected[u])[0, 1] == pytest.approx(1.0, abs=1e-4)
+    assert_served_is_the_blend(
+        model, [(1.0, linear_users @ linear_items.T), (1.5, learnt_users @ learnt_items.T)]
+    )
     # The branch reads more history than the learnt pooling does.
     assert max(len(h) for h in model.histories) == 8
 

@@ -1,16 +1,42 @@
-"""A shared step of the towers' tests: items added after training, through the export."""
+"""Steps shared by the tests of the towers' closed-form branches (linear, kernel)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
 from training.export import write_model_dir
-from training.train import train_two_tower
+from training.train import TrainedModel, train_two_tower
+
+
+def learnt_vectors(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) of the learnt towers alone: the blend switched off for the call."""
+    model.user_tower.blend_on = model.item_tower.blend_on = False
+    try:
+        return model.user_vectors(), model.item_vectors()
+    finally:
+        model.user_tower.blend_on = model.item_tower.blend_on = True
+
+
+def assert_served_is_the_blend(model: TrainedModel, parts: list[tuple[float, np.ndarray]]) -> None:
+    """The served scores rank every user's trained items as Σ weight · z(scores) over
+    ``parts`` ([n_users, n_items] score matrices), z taken per user over the trained items:
+    equal up to a positive per-user scale and shift."""
+    trained = np.asarray(model.item_tower.id_rows)[1:] > 0  # the spread is theirs
+
+    def z(scores: np.ndarray) -> np.ndarray:
+        scores = scores[:, trained]
+        return (scores - scores.mean(1, keepdims=True)) / scores.std(1, keepdims=True)
+
+    expected = sum(weight * z(scores) for weight, scores in parts)
+    served = (model.user_vectors() @ model.item_vectors().T)[:, trained]
+    for u in range(len(served)):
+        assert np.corrcoef(served[u], expected[u])[0, 1] == pytest.approx(1.0, abs=1e-4)
 
 
 def encode_items_added_after_training(
