@@ -19,7 +19,8 @@ columns (ML-100K, P1). A fresh event changes ``x_u`` and so ``k_u``: the user to
 recomputes it from the history.
 
 The NTK of a depth-``L`` ReLU network (NTK parameterisation, ``σ_w² = 2``,
-``σ_b² = 0.01``; inputs of dimension ``d`` = the number of items) by the usual recursion,
+``σ_b² = 0.01``; inputs of dimension ``d`` = the number of items, plus the profiles'
+widths below) by the usual recursion,
 with ``Σ`` the NNGP kernel and ``Θ`` the NTK:
 
     Σ⁰(x, y) = σ_w² x·y / d + σ_b²,  Θ⁰ = Σ⁰
