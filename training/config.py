@@ -153,8 +153,9 @@ class TrainConfig(BaseModel):
     linear_max_items: int = Field(
         20_000,
         ge=1,
-        description="Largest catalogue the linear branch is fitted for (O(n³) time, O(n²) "
-        "memory); a larger one trains without it and says so in the log.",
+        description="Largest catalogue the closed-form branches are fitted for (linear: "
+        "O(n³) time, O(n²) memory; kernel: an items × anchors table in the towers); a "
+        "larger one trains without them and says so in the log.",
     )
     content_prior_weight: float = Field(
         0.0,

@@ -161,8 +161,11 @@ class KernelBranch:
         return int(self.item_rows.shape[1])
 
 
-def anchor_count(max_users: int, n_users: int) -> int:
-    """Columns of the kernel branch for a vocabulary of ``n_users`` users."""
+def anchor_count(max_users: int, n_users: int, n_items: int, max_items: int) -> int:
+    """Columns of the kernel branch for ``n_users`` users and ``n_items`` items: 0 (off)
+    above ``max_items`` items, whose [n_items, m] anchor table would not fit."""
+    if n_items > max_items:
+        return 0
     return min(max_users, n_users)
 
 

@@ -307,8 +307,9 @@ class UserTower(keras.Model):
             self.linear_rows = self._constant("linear_user_rows", (n_rows, rank))
             self.linear_cov = self._constant("linear_cov", (rank, rank))
         # The kernel branch (training/kernel_branch.py): its anchors as an item-major 0/1
-        # table, their squared norms, the map from a kernel row to the served part (zero
-        # rows and columns for padding anchors), and the covariance.
+        # table (the item tower's own kernel table, shared as the id embedding is), their
+        # squared norms, the map from a kernel row to the served part (zero rows and
+        # columns for padding anchors), and the covariance.
         size = item_tower.kernel_size
         self.kernel_anchors: keras.Variable | None = None
         self.kernel_anchor_sq: keras.Variable | None = None
@@ -321,7 +322,7 @@ class UserTower(keras.Model):
             for t in item_tower.kernel_profiles
         ]
         if size:
-            self.kernel_anchors = self._constant("kernel_anchors", (n_rows, size))
+            self.kernel_anchors = item_tower.kernel_rows
             # float64: near θ = 0 the arc-cosine turns float32 rounding into 1e-4 errors
             self.kernel_anchor_sq = self._constant("kernel_anchor_sq", (size,), "float64")
             width = sum(t.shape[1] for t in item_tower.kernel_profiles)
@@ -557,8 +558,7 @@ def attach_blend(
         assert item.kernel_rows is not None and user.kernel_anchors is not None
         assert user.kernel_anchor_sq is not None and user.kernel_map is not None
         assert user.kernel_cov is not None
-        item.kernel_rows.assign(kernel.item_rows)
-        user.kernel_anchors.assign(kernel.anchors)
+        item.kernel_rows.assign(kernel.item_rows)  # also the user tower's anchors
         user.kernel_anchor_sq.assign(kernel.anchor_sq)
         user.kernel_map.assign(kernel.user_map)
         assert user.kernel_anchor_profiles is not None

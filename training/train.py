@@ -98,7 +98,7 @@ def build_towers(vocab: Vocabulary, item_counts: pd.Series, config: TrainConfig)
         vocab.item_feature_table,
         config,
         counts > 0,
-        anchor_count(config.kernel_max_users, len(vocab.user_ids)),
+        _kernel_columns(config, len(vocab.user_ids), len(vocab.item_ids)),
     )
     user_tower = UserTower(
         vocab.user_ids, item_tower, vocab.user_features, vocab.user_feature_table, config
@@ -381,6 +381,19 @@ def _fit(
         verbose=config.verbose,
     )
     return towers, metrics
+
+
+def _kernel_columns(config: TrainConfig, n_users: int, n_items: int) -> int:
+    """The kernel branch's anchor columns for this run (0: off), saying why when capped."""
+    columns = anchor_count(config.kernel_max_users, n_users, n_items, config.linear_max_items)
+    if config.kernel_max_users and not columns:
+        log.warning(
+            "kernel branch off: %d items > linear_max_items %d (its anchor table is "
+            "items × anchors)",
+            n_items,
+            config.linear_max_items,
+        )
+    return columns
 
 
 def _linear_branch_wanted(config: TrainConfig, n_items: int) -> bool:

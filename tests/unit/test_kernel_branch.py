@@ -99,7 +99,9 @@ def test_more_users_than_columns_samples_anchors_fewer_pads() -> None:
     assert padded.anchor_valid.tolist() == [1.0] * 40 + [0.0] * 10
     assert not padded.item_rows[:, 40:].any() and not padded.user_map[40:].any()
     assert not padded.user_map[:, 40:].any()
-    assert anchor_count(4096, 943) == 943 and anchor_count(25, 40) == 25
+    assert anchor_count(4096, 943, 1664, 20_000) == 943
+    assert anchor_count(25, 40, 15, 20_000) == 25
+    assert anchor_count(4096, 943, 30_000, 20_000) == 0  # too many items: off
     with pytest.raises(ValueError, match="reg"):
         fit_kernel_branch(data, items, size=5, depth=1, reg=0.0, seed=0)
 
@@ -205,6 +207,18 @@ def test_served_scores_are_the_z_scored_sum_of_both_parts(trained: TrainedModel)
     k = ntk(x, x, CONFIG.kernel_depth)
     infae = k @ np.linalg.solve(k + CONFIG.kernel_reg * np.trace(k) / 50 * np.eye(50), x)
     assert_served_is_the_blend(model, [(1.0, infae), (0.5, learnt_users @ learnt_items.T)])
+
+
+def test_a_catalogue_over_the_item_cap_trains_without_the_branch() -> None:
+    data = generate(n_users=20, n_items=30, interactions_per_user=6, seed=9)
+    config = CONFIG.model_copy(update={"epochs": 1, "linear_max_items": 29})
+    model = train_two_tower(Dataset(data.interactions, data.items, data.users, "s"), config)
+    assert model.item_tower.kernel_size == 0 and model.user_tower.kernel_anchors is None
+    assert model.user_vectors().shape == (20, 8)  # the learnt part only
+
+
+def test_the_towers_share_one_anchor_table(trained: TrainedModel) -> None:
+    assert trained.user_tower.kernel_anchors is trained.item_tower.kernel_rows
 
 
 def test_export_with_the_branch_reloads_identically(trained: TrainedModel, tmp_path: Path) -> None:
