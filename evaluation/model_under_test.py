@@ -32,6 +32,21 @@ _LSH = {
     "tables": 8,
     "bits": 6,
 }
+_SET_TOWERS: dict[str, Any] = {
+    "history_context": "all_other",
+    "history_length": 200,
+    "temperature": 0.1,
+    "hidden_units": [256],
+}
+"""The learnt towers of the P1 variants: the user's items read as a set."""
+_KERNEL: dict[str, Any] = {
+    "kernel_max_users": 4096,
+    "kernel_item_features": ["genres"],
+    "linear_weight": 0.5,
+}
+"""The kernel branch (∞-AE over every training user and their genre profiles,
+training/kernel_branch.py), the learnt part at half its weight. Depth, ridge, profile scale
+and weight were chosen on P1's tuning splits (docs/quality.md)."""
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "ids-only": {"use_history": False, "use_item_features": False, "use_user_features": False},
@@ -45,46 +60,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "set-history": {"history_context": "all_other", "history_length": 200},
     "mixed-history": {"history_context": "mixed", "history_length": 200},
     # The set-history towers plus the closed-form linear branch (training/linear_branch.py).
-    "hybrid": {
-        "history_context": "all_other",
-        "history_length": 200,
-        "temperature": 0.1,
-        "hidden_units": [256],
-        "linear_rank": 128,
-    },
-    # The set-history towers plus the closed-form kernel branch (∞-AE over every
-    # training user and their genre profiles, training/kernel_branch.py) instead of the
-    # linear one; the learnt part at half the kernel's weight. Depth, ridge, profile scale
-    # and weight were chosen on P1's tuning splits (docs/quality.md).
-    "hybrid-kernel": {
-        "history_context": "all_other",
-        "history_length": 200,
-        "temperature": 0.1,
-        "hidden_units": [256],
-        "kernel_max_users": 4096,
-        "kernel_item_features": ["genres"],
-        "linear_weight": 0.5,
-    },
-    "hybrid-kernel-items-only": {
-        "history_context": "all_other",
-        "history_length": 200,
-        "temperature": 0.1,
-        "hidden_units": [256],
-        "kernel_max_users": 4096,
-        "linear_weight": 0.5,
-    },
+    "hybrid": {**_SET_TOWERS, "linear_rank": 128},
+    # ... or the kernel branch instead of the linear one, with or without genre profiles.
+    "hybrid-kernel": {**_SET_TOWERS, **_KERNEL},
+    "hybrid-kernel-items-only": {**_SET_TOWERS, **_KERNEL, "kernel_item_features": []},
     "default+linear": {"linear_rank": 128},
-    "default+kernel": {
-        "kernel_max_users": 4096,
-        "kernel_item_features": ["genres"],
-        "linear_weight": 0.5,
-    },
-    "hybrid-learnt-only": {
-        "history_context": "all_other",
-        "history_length": 200,
-        "temperature": 0.1,
-        "hidden_units": [256],
-    },
+    "default+kernel": _KERNEL,
+    "hybrid-learnt-only": _SET_TOWERS,
     "default+prior": {"content_prior_weight": 0.5},
     "holdout-fit": {"final_fit": "holdout"},
     "all-data-fit": {"final_fit": "all"},

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 
 from tests.unit.towers_steps import (
     assert_served_is_the_blend,
+    dense_matrix,
     encode_items_added_after_training,
+    export_and_reload,
     learnt_vectors,
 )
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
-from training.export import write_model_dir
 from training.features import FeatureColumn, FittedFeature
 from training.kernel_branch import (
     BIAS_VARIANCE,
@@ -30,14 +29,6 @@ from training.kernel_branch import (
     user_profiles,
 )
 from training.train import TrainedModel, history_indices, train_two_tower
-from training.user_encoder import UserEncoder
-
-
-def _x(frame: pd.DataFrame, users: list[str], items: list[str]) -> np.ndarray:
-    x = np.zeros((len(users), len(items)))
-    for u, i in frame[["user_id", "item_id"]].itertuples(index=False):
-        x[users.index(u), items.index(i)] = 1.0
-    return x
 
 
 def test_ntk_of_one_hidden_layer_by_hand() -> None:
@@ -72,7 +63,7 @@ def test_branch_scores_are_the_kernel_ridge_predictions() -> None:
     data = generate(n_users=30, n_items=20, interactions_per_user=6, seed=3).interactions
     users, items = sorted(data["user_id"].unique()), sorted(data["item_id"].unique())
     items = [*items, "never-seen"]
-    x = _x(data, users, items)
+    x = dense_matrix(data, users, items)
     branch = fit_kernel_branch(data, items, size=30, depth=2, reg=0.5, seed=0)
     k = ntk(x, x, 2)
     expected = k @ np.linalg.solve(k + 0.5 * np.trace(k) / 30 * np.eye(30), x)
@@ -125,7 +116,7 @@ def test_feature_profiles_by_hand() -> None:
 def test_profiles_join_the_kernel_input() -> None:
     data = generate(n_users=20, n_items=12, interactions_per_user=4, seed=6).interactions
     users, items = sorted(data["user_id"].unique()), sorted(data["item_id"].unique())
-    x = _x(data, users, items)
+    x = dense_matrix(data, users, items)
     table = (np.arange(len(items) * 3).reshape(len(items), 3) % 4 == 0).astype(np.float32)
     branch = fit_kernel_branch(data, items, 20, 2, 0.5, 0, [table], scale=3.0)
     inputs = np.concatenate([x, user_profiles(x, [table], 3.0)], axis=1)
@@ -223,14 +214,10 @@ def test_the_towers_share_one_anchor_table(trained: TrainedModel) -> None:
 
 def test_export_with_the_branch_reloads_identically(trained: TrainedModel, tmp_path: Path) -> None:
     model = trained
-    write_model_dir(model, CONFIG, tmp_path, "20261201T120000Z-kerne1", "synthetic")
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest, encoder, stored = export_and_reload(
+        model, CONFIG, tmp_path, "20261201T120000Z-kerne1"
+    )
     assert manifest["history_length"] == 16 and manifest["embedding_dim"] == 58
-    encoder = UserEncoder.load(tmp_path)
-    stored = np.load(tmp_path / "user_vectors.npy")
-    rows = [0, 7, 49]
-    served = encoder.encode([model.user_ids[r] for r in rows], [model.histories[r] for r in rows])
-    np.testing.assert_allclose(served, stored[rows], atol=1e-5)
     # A new event moves the kernel part: the user's row against the anchors changes.
     unseen = next(i for i in model.item_ids if i not in model.histories[0])
     fresh = encoder.encode([model.user_ids[0]], [[unseen, *model.histories[0]]])

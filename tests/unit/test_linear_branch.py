@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,16 @@ import pytest
 from evaluation.baselines import ease_weights as reference_ease
 from tests.unit.towers_steps import (
     assert_served_is_the_blend,
+    dense_matrix,
     encode_items_added_after_training,
+    export_and_reload,
     learnt_vectors,
 )
 from training.config import TrainConfig
 from training.data.schema import Dataset
 from training.data.synthetic import generate
-from training.export import write_model_dir
 from training.linear_branch import fit_linear_branch, item_covariance
 from training.train import TrainedModel, train_two_tower
-from training.user_encoder import UserEncoder
 
 
 def _pairs(rows: list[tuple[str, str]]) -> pd.DataFrame:
@@ -34,16 +33,9 @@ HAND = _pairs(
 ITEMS = ["a", "b", "c", "d"]  # d has no interactions
 
 
-def _x(frame: pd.DataFrame, users: list[str], items: list[str]) -> np.ndarray:
-    x = np.zeros((len(users), len(items)))
-    for u, i in frame[["user_id", "item_id"]].itertuples(index=False):
-        x[users.index(u), items.index(i)] = 1.0
-    return x
-
-
 def test_full_rank_branch_scores_exactly_as_ease() -> None:
     branch = fit_linear_branch(HAND, ITEMS, rank=4, l2=2.0)
-    x = _x(HAND, ["u1", "u2", "u3", "u4"], ITEMS)
+    x = dense_matrix(HAND, ["u1", "u2", "u3", "u4"], ITEMS)
     ease = x @ reference_ease(x, 2.0)
     got = x @ branch.user_rows[1:].astype(np.float64) @ branch.item_rows[1:].T
     np.testing.assert_allclose(got[:, :3], ease[:, :3], atol=1e-5)
@@ -56,7 +48,7 @@ def test_low_rank_branch_is_the_best_rank_r_fit_of_the_training_scores() -> None
     data = generate(n_users=80, n_items=40, interactions_per_user=8, seed=5).interactions
     items = sorted(data["item_id"].unique())
     users = sorted(data["user_id"].unique())
-    x = _x(data, users, items)
+    x = dense_matrix(data, users, items)
     full = x @ reference_ease(x, 10.0)
     branch = fit_linear_branch(data, items, rank=6, l2=10.0)
     got = x @ branch.user_rows[1:].astype(np.float64) @ branch.item_rows[1:].T
@@ -123,14 +115,10 @@ def test_export_with_the_branch_reloads_identically(
     trained: tuple[TrainedModel, Dataset], tmp_path: Path
 ) -> None:
     model, _ = trained
-    write_model_dir(model, CONFIG, tmp_path, "20261130T120000Z-1inear", "synthetic")
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest, encoder, stored = export_and_reload(
+        model, CONFIG, tmp_path, "20261130T120000Z-1inear"
+    )
     assert manifest["history_length"] == 8 and manifest["embedding_dim"] == 13
-    encoder = UserEncoder.load(tmp_path)
-    stored = np.load(tmp_path / "user_vectors.npy")
-    rows = [0, 7, 49]
-    served = encoder.encode([model.user_ids[r] for r in rows], [model.histories[r] for r in rows])
-    np.testing.assert_allclose(served, stored[rows], atol=1e-5)
     # A new event moves the linear part too (it is not in the learnt pooling's window).
     fresh = encoder.encode([model.user_ids[0]], [[model.item_ids[-1], *model.histories[0]]])
     assert not np.allclose(fresh, stored[[0]], atol=1e-4)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.config import TrainConfig
@@ -12,6 +15,30 @@ from training.data.schema import Dataset
 from training.data.synthetic import generate
 from training.export import write_model_dir
 from training.train import TrainedModel, train_two_tower
+from training.user_encoder import UserEncoder
+
+
+def dense_matrix(frame: pd.DataFrame, users: list[str], items: list[str]) -> np.ndarray:
+    """[len(users), len(items)] 0/1 float64 matrix of the (user_id, item_id) rows of ``frame``."""
+    x = np.zeros((len(users), len(items)))
+    for u, i in frame[["user_id", "item_id"]].itertuples(index=False):
+        x[users.index(u), items.index(i)] = 1.0
+    return x
+
+
+def export_and_reload(
+    model: TrainedModel, config: TrainConfig, out_dir: Path, version: str
+) -> tuple[dict[str, Any], UserEncoder, np.ndarray]:
+    """Export ``model`` to ``out_dir`` and load its user tower back; assert that it encodes
+    users 0, 7 and 49 as the stored vectors. Returns (manifest, encoder, stored vectors)."""
+    write_model_dir(model, config, out_dir, version, "synthetic")
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    encoder = UserEncoder.load(out_dir)
+    stored = np.load(out_dir / "user_vectors.npy")
+    rows = [0, 7, 49]
+    served = encoder.encode([model.user_ids[r] for r in rows], [model.histories[r] for r in rows])
+    np.testing.assert_allclose(served, stored[rows], atol=1e-5)
+    return manifest, encoder, stored
 
 
 def learnt_vectors(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
