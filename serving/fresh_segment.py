@@ -78,20 +78,20 @@ class FreshSegment:
 
     def merge_rows(
         self,
-        rows: Sequence[list[tuple[str, float]]],
+        rows: Sequence[Sequence[tuple[str, float]]],
         queries: np.ndarray,
         excludes: Sequence[frozenset[str]],
         ks: Sequence[int],
-    ) -> list[list[tuple[str, float]]]:
+    ) -> list[Sequence[tuple[str, float]]]:
         """Each index row merged with the fresh segment's best items for its query.
 
         rows[i]: the index's candidates for query i (best first, distinct, already free of
         excludes[i]); queries: [len(rows), dim] float32 user vectors."""
         if not self.size:
             return list(rows)
+        merged: list[Sequence[tuple[str, float]]] = []
         depth = max(ks) + max((len(e) for e in excludes), default=0)
         scores, found = self.search(queries, depth)
-        merged = []
         for i, row in enumerate(rows):
             # A full row only lets in fresh items that beat its last score: usually none,
             # so the common case builds no tuples and keeps the row as it is.
@@ -99,7 +99,7 @@ class FreshSegment:
             if len(row) >= ks[i]:
                 n = int(np.searchsorted(-scores[i], -row[-1][1], side="left"))
             if n == 0:
-                merged.append(list(row))
+                merged.append(row)  # as it is (an EncodedCandidates keeps its bytes)
                 continue
             fresh = [
                 (self.ids[r], float(s))

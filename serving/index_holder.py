@@ -102,6 +102,7 @@ class IndexHolder:
             )
         if trusted is not None:
             self._check_model_signature(loaded, trusted)
+        loaded.candidate_wire  # noqa: B018  built here, in the loading thread, not on the loop
         return loaded
 
     @staticmethod

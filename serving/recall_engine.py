@@ -41,6 +41,7 @@ from serving.fresh_segment import FreshSegment
 from serving.index.loaded import LoadedIndex
 from serving.index_holder import IndexHolder
 from serving.model_artifact import CanonicalMaps
+from serving.response_encoding import CandidateWireTable, EncodedCandidates
 from serving.user_vectors import UserState, UserVectorStore
 
 MAX_USER_ID_BYTES = 512
@@ -74,7 +75,9 @@ class RecallQuery:
 
 @dataclass(frozen=True)
 class RecallResult:
-    candidates: list[tuple[str, float]]  # (item_id, score), best first, distinct
+    # (item_id, score), best first, distinct; answers straight from the index come as
+    # EncodedCandidates (a Sequence that also holds their wire bytes).
+    candidates: Sequence[tuple[str, float]]
     model_version: str
     index_version: str
     source: Source
@@ -178,7 +181,10 @@ class _Group:
     nprobe: int
     refine_factor: int | None
     members: list[int]  # the queries' positions in the batch
-    excluded: list[int]  # per member: its excluded items that are in the index
+    excluded: list[np.ndarray]  # per member: internal ids of its excluded items in the index
+
+
+_NONE_EXCLUDED = np.empty(0, dtype=np.int64)
 
 
 class RecallEngine:
@@ -234,6 +240,9 @@ class RecallEngine:
         # unknown, so no search runs inline for being alone).
         self.calls_in_flight: Callable[[], int] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # (index version, model version) → the model's canonical map and whether it renames
+        # an id of the index (never, by construction; checked once per pair and map).
+        self._renames_index_ids: dict[tuple[str, str], tuple[Mapping[str, str], bool]] = {}
 
     def validate(self, query: RecallQuery) -> None:
         """Raises InvalidRequest for a query out of this server's bounds."""
@@ -278,7 +287,7 @@ class RecallEngine:
             queries = [dataclasses.replace(q, exclude=q.exclude | segment.deny) for q in queries]
         aliases = canonical.aliases if canonical.groups else None
         with_vector = [i for i, s in enumerate(states) if s.vector is not None]
-        found: dict[int, list[tuple[str, float]]] = {}
+        found: dict[int, Sequence[tuple[str, float]]] = {}
         if with_vector:
             matrix = np.stack([states[i].vector for i in with_vector])  # type: ignore[misc]
             batch = [queries[i] for i in with_vector]
@@ -437,9 +446,14 @@ class RecallEngine:
         together, usually all of them; depth = k + the query's excluded items in the
         index (at most the catalogue)."""
         groups: dict[tuple[int, int, int | None], _Group] = {}
+        internal = loaded.internal_ids
         for r, query in enumerate(queries):
-            excluded = sum(1 for e in query.exclude if e in loaded.internal_ids)
-            depth = min(loaded.item_count, query.k + excluded)
+            excluded = (
+                np.fromiter((internal[e] for e in query.exclude if e in internal), dtype=np.int64)
+                if query.exclude
+                else _NONE_EXCLUDED
+            )
+            depth = min(loaded.item_count, query.k + len(excluded))
             key = (depth, self._nprobe(loaded, query), query.refine_factor)
             group = groups.get(key)
             if group is None:
@@ -485,18 +499,75 @@ class RecallEngine:
         groups: Sequence[_Group],
         found: Sequence[tuple[np.ndarray, np.ndarray]],
         aliases: Mapping[str, str] | None = None,
-    ) -> tuple[list[list[tuple[str, float]]], list[tuple[int, _Group, int]]]:
+    ) -> tuple[list[Sequence[tuple[str, float]]], list[tuple[int, _Group, np.ndarray]]]:
         """Each query's candidates from its group's search (queries of no group get []),
-        and the (position, group, excluded) of every query whose search held fewer than k
-        usable results."""
-        rows: list[list[tuple[str, float]]] = [[] for _ in queries]
-        short: list[tuple[int, _Group, int]] = []
+        and the (position, group, excluded ids) of every query whose search held fewer
+        than k usable results.
+
+        Rows are picked with numpy and written as wire bytes in one go per group
+        (``EncodedCandidates``); a row holding an id without a wire-table entry, or an
+        index whose ids the canonical map renames, goes through ``select_candidates``."""
+        rows: list[Sequence[tuple[str, float]]] = [[] for _ in queries]
+        short: list[tuple[int, _Group, np.ndarray]] = []
+        wire = self._wire_table(loaded, aliases)
         for group, (scores, ids) in zip(groups, found, strict=True):
+            if wire is None:
+                for j, (r, excluded) in enumerate(zip(group.members, group.excluded, strict=True)):
+                    query = queries[r]
+                    rows[r] = select_candidates(
+                        ids[j], scores[j], loaded.item_ids, query.exclude, query.k, aliases
+                    )
+                    if len(rows[r]) < min(query.k, loaded.item_count - len(excluded)):
+                        short.append((r, group, excluded))
+                continue
+            full = np.all(ids >= 0, axis=1)
+            encode: list[tuple[int, np.ndarray, np.ndarray]] = []
             for j, (r, excluded) in enumerate(zip(group.members, group.excluded, strict=True)):
                 query = queries[r]
-                rows[r] = select_candidates(
-                    ids[j], scores[j], loaded.item_ids, query.exclude, query.k, aliases
-                )
-                if len(rows[r]) < min(query.k, loaded.item_count - excluded):
+                row_ids, row_scores = ids[j], scores[j]
+                if len(excluded) or not full[j]:
+                    # Faiss rows hold each internal id at most once, so dropping the -1
+                    # padding and the excluded ids leaves distinct candidates.
+                    keep = row_ids >= 0
+                    if len(excluded):
+                        keep &= ~np.isin(row_ids, excluded)
+                    picked = np.flatnonzero(keep)[: query.k]
+                    row_ids, row_scores = row_ids[picked], row_scores[picked]
+                else:
+                    row_ids, row_scores = row_ids[: query.k], row_scores[: query.k]
+                if len(row_ids) < min(query.k, loaded.item_count - len(excluded)):
                     short.append((r, group, excluded))
+                if wire.all_encodable or wire.encodable(row_ids):
+                    encode.append((r, row_ids, row_scores))
+                else:
+                    rows[r] = select_candidates(
+                        row_ids, row_scores, loaded.item_ids, frozenset(), query.k
+                    )
+            if encode:
+                wires = wire.encode(
+                    np.concatenate([e[1] for e in encode]),
+                    np.concatenate([e[2] for e in encode]),
+                    [len(e[1]) for e in encode],
+                )
+                for (r, row_ids, row_scores), data in zip(encode, wires, strict=True):
+                    rows[r] = EncodedCandidates(data, row_ids, row_scores, loaded.item_ids)
         return rows, short
+
+    def _wire_table(
+        self, loaded: LoadedIndex, aliases: Mapping[str, str] | None
+    ) -> CandidateWireTable | None:
+        """The index's wire table, or None where answers must name items through
+        ``aliases`` (an index holding an id the canonical map renames: never, as indexes
+        hold canonical ids only, but then the slow path keeps answers canonical)."""
+        if aliases:
+            key = (loaded.index_version, loaded.model_version)
+            cached = self._renames_index_ids.get(key)
+            if cached is None or cached[0] is not aliases:
+                cached = (aliases, any(item in aliases for item in loaded.item_ids))
+                if len(self._renames_index_ids) >= 16:
+                    self._renames_index_ids.clear()
+                self._renames_index_ids[key] = cached
+            if cached[1]:
+                return None
+        wire = loaded.candidate_wire
+        return wire if wire.distinct else None

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from artifacts.store import ArtifactStore
+from serving.api.recall.v1 import recall_pb2
 from serving.circuit_breaker import CircuitBreaker
 from serving.errors import BackendUnavailable, CorruptUserVector, InvalidRequest, NoIndexLoaded
 from serving.index.artifact import INDEX_KIND
 from serving.index.loaded import LoadedIndex
+from serving.index.search import search_parameters
 from serving.index_holder import IndexHolder
 from serving.model_artifact import ModelArtifact
 from serving.recall_engine import (
@@ -29,6 +31,8 @@ from serving.recall_engine import (
     select_candidates,
     validate_query,
 )
+from serving.response_encoding import EncodedCandidates
+from serving.server import _response_bytes
 from serving.user_vectors import UserState
 from tests.unit.helpers import SMALL_PARAMS, write_index, write_model_artifact
 
@@ -425,6 +429,47 @@ def test_answers_do_not_depend_on_the_batch_they_share(setup: Setup) -> None:
     assert together == alone
 
 
+def test_answers_written_from_the_wire_table_equal_select_candidates_ones(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The numpy path (rows picked and written as bytes per group) against the per-candidate
+    path it replaces, on the same searches: exclusions, -1 padding (nprobe 1, deep k),
+    the wider re-search, k beyond the catalogue, and a batch mixing them."""
+    items = setup.model.item_ids()
+    history = items[3:9]
+    monkeypatch.setitem(setup.vectors.histories, "user-2", history)
+    queries = [
+        RecallQuery(user_id="user-1", k=10),
+        RecallQuery(user_id="user-2", k=5, exclude=frozenset(items[:4]) | {"gone"}),
+        RecallQuery(user_id="user-2", k=8, exclude_seen=True),
+        RecallQuery(user_id="user-3", k=40, nprobe=1),
+        RecallQuery(user_id="user-4", k=100, exclude=frozenset(items[:-3])),
+        RecallQuery(user_id="user-5", k=len(items) + 5),
+    ]
+    fast = asyncio.run(setup.engine(max_k=1000).recall(queries))
+    assert all(isinstance(r.candidates, EncodedCandidates) for r in fast[:4])
+    monkeypatch.setattr(RecallEngine, "_wire_table", lambda self, loaded, aliases: None)
+    slow = asyncio.run(setup.engine(max_k=1000).recall(queries))
+    assert not any(isinstance(r.candidates, EncodedCandidates) for r in slow)
+    assert fast == slow
+    for f, s in zip(fast, slow, strict=True):
+        assert _response_bytes(f) != b"" and recall_pb2.RecallResponse.FromString(
+            _response_bytes(f)
+        ) == recall_pb2.RecallResponse.FromString(_response_bytes(s))
+    assert not {i for i, _ in fast[2].candidates} & set(history)
+    assert len(fast[3].candidates) == 40 and len(fast[5].candidates) == len(items)
+
+
+def test_an_index_whose_ids_the_canonical_map_renames_is_answered_per_candidate(
+    setup: Setup,
+) -> None:
+    engine = setup.engine()
+    loaded = setup.loaded
+    assert engine._wire_table(loaded, None) is loaded.candidate_wire
+    assert engine._wire_table(loaded, {"not-an-item": "x"}) is loaded.candidate_wire
+    assert engine._wire_table(loaded, {loaded.item_ids[0]: "x"}) is None
+
+
 class FailingUserVectors(FakeUserVectors):
     """Redis that fails (or times out) on every read, counting the reads."""
 
@@ -495,3 +540,22 @@ def test_a_corrupt_vector_fails_only_its_own_query(setup: Setup) -> None:
     assert isinstance(each[0], RecallResult) and each[0].source is Source.USER_VECTOR
     with pytest.raises(CorruptUserVector):  # BatchRecall keeps failing the whole call
         asyncio.run(engine.recall([RecallQuery(user_id="user-2", k=3)]))
+
+
+def test_search_parameters_are_made_once_per_setting(setup: Setup) -> None:
+    loaded = setup.loaded
+    first = loaded._search_parameters(3, 2)
+    assert loaded._search_parameters(3, 2) is first
+    assert loaded._search_parameters(4, 2) is not first
+    assert loaded._search_parameters(3, None) is not first
+    for nprobe in range(1, 300):
+        loaded._search_parameters(nprobe, 1)
+    assert len(loaded._parameters) <= 256
+    # Shared objects keep each search's own setting.
+    query = setup.user_vectors["user-1"][None, :]
+    for nprobe in (1, SMALL_PARAMS.nlist, 1):
+        scores, ids = loaded.search(query, 10, nprobe)
+        fresh = loaded.index.search(
+            query, 10, params=search_parameters(loaded.index, nprobe, loaded.manifest.refine_factor)
+        )
+        assert (ids == fresh[1]).all() and np.allclose(scores, fresh[0])
