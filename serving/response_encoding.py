@@ -157,17 +157,14 @@ class CandidateWireTable:
             packed = rows.tobytes()
         else:
             packed = rows[np.arange(width) < lengths[:, None]].tobytes()
-        ends = np.cumsum(lengths).tolist()
+        ends = np.cumsum(lengths).tolist()  # byte offset after each candidate
         out = []
-        start = 0
+        item = begin = 0
         for count in counts:
-            start_item = start
-            start += count
-            if count == 0:
-                out.append(b"")
-                continue
-            begin = ends[start_item - 1] if start_item else 0
-            out.append(packed[begin : ends[start - 1]])
+            item += count
+            end = ends[item - 1] if item else 0
+            out.append(packed[begin:end])
+            begin = end
         return out
 
 
