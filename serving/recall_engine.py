@@ -511,39 +511,37 @@ class RecallEngine:
         short: list[tuple[int, _Group, np.ndarray]] = []
         wire = self._wire_table(loaded, aliases)
         for group, (scores, ids) in zip(groups, found, strict=True):
-            if wire is None:
-                for j, (r, excluded) in enumerate(zip(group.members, group.excluded, strict=True)):
-                    query = queries[r]
-                    rows[r] = select_candidates(
-                        ids[j], scores[j], loaded.item_ids, query.exclude, query.k, aliases
-                    )
-                    if len(rows[r]) < min(query.k, loaded.item_count - len(excluded)):
-                        short.append((r, group, excluded))
-                continue
-            full = np.all(ids >= 0, axis=1)
+            full = np.all(ids >= 0, axis=1)  # rows without -1 padding
             encode: list[tuple[int, np.ndarray, np.ndarray]] = []
             for j, (r, excluded) in enumerate(zip(group.members, group.excluded, strict=True)):
                 query = queries[r]
                 row_ids, row_scores = ids[j], scores[j]
-                if len(excluded) or not full[j]:
-                    # Faiss rows hold each internal id at most once, so dropping the -1
-                    # padding and the excluded ids leaves distinct candidates.
-                    keep = row_ids >= 0
-                    if len(excluded):
-                        keep &= ~np.isin(row_ids, excluded)
-                    picked = np.flatnonzero(keep)[: query.k]
-                    row_ids, row_scores = row_ids[picked], row_scores[picked]
-                else:
-                    row_ids, row_scores = row_ids[: query.k], row_scores[: query.k]
-                if len(row_ids) < min(query.k, loaded.item_count - len(excluded)):
-                    short.append((r, group, excluded))
-                if wire.all_encodable or wire.encodable(row_ids):
-                    encode.append((r, row_ids, row_scores))
-                else:
+                if wire is None:
                     rows[r] = select_candidates(
-                        row_ids, row_scores, loaded.item_ids, frozenset(), query.k
+                        row_ids, row_scores, loaded.item_ids, query.exclude, query.k, aliases
                     )
-            if encode:
+                    found_count = len(rows[r])
+                else:
+                    if len(excluded) or not full[j]:
+                        # Faiss rows hold each internal id at most once, so dropping the -1
+                        # padding and the excluded ids leaves distinct candidates.
+                        keep = row_ids >= 0
+                        if len(excluded):
+                            keep &= ~np.isin(row_ids, excluded)
+                        picked = np.flatnonzero(keep)[: query.k]
+                        row_ids, row_scores = row_ids[picked], row_scores[picked]
+                    else:
+                        row_ids, row_scores = row_ids[: query.k], row_scores[: query.k]
+                    found_count = len(row_ids)
+                    if wire.all_encodable or wire.encodable(row_ids):
+                        encode.append((r, row_ids, row_scores))
+                    else:
+                        rows[r] = select_candidates(
+                            row_ids, row_scores, loaded.item_ids, frozenset(), query.k
+                        )
+                if found_count < min(query.k, loaded.item_count - len(excluded)):
+                    short.append((r, group, excluded))
+            if encode and wire is not None:  # (encode is only filled with a table)
                 wires = wire.encode(
                     np.concatenate([e[1] for e in encode]),
                     np.concatenate([e[2] for e in encode]),

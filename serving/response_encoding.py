@@ -203,7 +203,11 @@ class EncodedCandidates(Sequence[tuple[str, float]]):
     def __getitem__(self, index: slice) -> list[tuple[str, float]]: ...
 
     def __getitem__(self, index: int | slice) -> tuple[str, float] | list[tuple[str, float]]:
-        return self._list()[index]
+        if isinstance(index, slice) or self._items is not None:
+            return self._list()[index]
+        # One candidate (a fresh segment's merge reads the last score of every row)
+        # without building the whole list; an out-of-range index raises IndexError.
+        return self._names[int(self._ids[index])], float(self._scores[index])
 
     def __iter__(self) -> Iterator[tuple[str, float]]:
         return iter(self._list())
